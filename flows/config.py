@@ -1,0 +1,41 @@
+"""Settings of the segment flow, checked once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from state.program import Program
+
+__all__ = ["FlowConfig", "REPLAY", "LIVE"]
+
+REPLAY, LIVE = "replay", "live"
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """How the same flow runs for a finite replay or on a live stream.
+
+    - `replay`: exact; a contact is evaluated once time moves past its instant, time is
+      driven only by event times and runs to `until_ms` at the end of input.
+    - `live`: changes caused by events go out at the end of each batch; the watermark is
+      the partition's latest event time minus `allowed_lateness_ms`, and it keeps
+      advancing with the wall clock while input is idle (like Bytewax's EventClock).
+    """
+
+    program: Program
+    mode: str = REPLAY
+    until_ms: int | None = None
+    allowed_lateness_ms: int = 60_000
+    shards_per_partition: int = 1
+    dedup_horizon: int = 262_144
+    max_event_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if self.mode not in (REPLAY, LIVE):
+            raise ValueError(f"mode must be {REPLAY!r} or {LIVE!r}: {self.mode!r}")
+        if self.allowed_lateness_ms < 0:
+            raise ValueError(f"allowed lateness must be >= 0 ms: {self.allowed_lateness_ms}")
+        if not 1 <= self.shards_per_partition <= 4096:
+            raise ValueError(f"shards per partition must be within 1..4096: {self.shards_per_partition}")
+        if self.dedup_horizon < 1:
+            raise ValueError(f"dedup horizon must be >= 1: {self.dedup_horizon}")

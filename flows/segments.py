@@ -1,0 +1,41 @@
+"""The segment dataflow, shared by `espresso replay` and `espresso run`.
+
+    source ──(partition, RawBatch)──▶ intake ──┬─ dead letters ──────────────▶ dlq sink
+      (file or Kafka)      per partition:      │
+                           parse, route,       └─(shard key, ShardBatch)──▶ segments ──▶ changes sink
+                           event-time frontier                 per shard: state, timers
+
+Keys are partitions and shards, never contacts: a bounded number of Bytewax keys and
+timers, each shard holding many contacts (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from .config import FlowConfig
+from .logic import IntakeLogic, ShardLogic
+
+__all__ = ["build_flow"]
+
+
+def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sink,
+               flow_id: str = "espresso", on_changes: Any = None) -> Dataflow:
+    """`on_changes(list_of_changes)` sees every batch of changes (metrics, campaigns)."""
+    flow = Dataflow(flow_id)
+    raw = op.input("input", flow, source)
+    intake = op.stateful_batch("intake", raw, lambda resume: IntakeLogic(cfg, resume))
+    tagged = op.map("untag", intake, lambda kv: kv[1])
+    split = op.branch("split", tagged, lambda item: item[0] == "dead")
+    op.output("dead-letters", op.map("dead", split.trues, lambda item: item[1]), dead_letters)
+    routed = op.map("route", split.falses, lambda item: item[1])
+    shards = op.stateful_batch("segments", routed, lambda resume: ShardLogic(cfg, resume))
+    out = op.map("change", shards, lambda kv: kv[1])
+    op.output("changes", out, changes)
+    return flow
+

@@ -1,0 +1,74 @@
+"""Bounded memory of recently seen event ids, to drop redelivered events.
+
+Two generations of open-addressing tables of 64-bit id hashes in `array('Q')`: about
+32 bytes per remembered id, a quarter of a Python set of ints. When the current
+generation is full, it becomes the previous one and the oldest is forgotten, so the last
+`horizon` distinct ids are always remembered (and up to `2 * horizon`).
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import xxhash
+
+__all__ = ["SeenIds", "id_hash"]
+
+_xxh64 = xxhash.xxh64_intdigest
+
+
+def id_hash(event_id: str) -> int:
+    """Stable across processes (unlike `hash`), so snapshots restore the same memory."""
+    return _xxh64(event_id.encode()) or 1  # 0 marks an empty slot
+
+
+class SeenIds:
+    """`add(h)` answers whether `h` was already seen, remembering it if not."""
+
+    __slots__ = ("horizon", "_mask", "_cur", "_prev", "_count")
+
+    def __init__(self, horizon: int = 262_144) -> None:
+        if horizon < 1:
+            raise ValueError(f"dedup horizon must be >= 1: {horizon}")
+        self.horizon = horizon
+        size = 1
+        while size < 2 * horizon:  # load factor <= 0.5 keeps probe chains short
+            size *= 2
+        self._mask = size - 1
+        self._cur = array("Q", bytes(8 * size))
+        self._prev = array("Q", bytes(8 * size))
+        self._count = 0
+
+    def add(self, h: int) -> bool:
+        mask = self._mask
+        prev = self._prev
+        i = h & mask
+        while True:
+            v = prev[i]
+            if v == h:
+                return True
+            if v == 0:
+                break
+            i = (i + 1) & mask
+        cur = self._cur
+        i = h & mask
+        while True:
+            v = cur[i]
+            if v == h:
+                return True
+            if v == 0:
+                break
+            i = (i + 1) & mask
+        cur[i] = h
+        self._count += 1
+        if self._count >= self.horizon:
+            self._prev, self._cur = cur, prev
+            prev[:] = array("Q", bytes(8 * (mask + 1)))  # reuse the buffer, cleared
+            self._count = 0
+        return False
+
+    def __getstate__(self) -> tuple:
+        return (self.horizon, self._mask, self._cur, self._prev, self._count)
+
+    def __setstate__(self, s: tuple) -> None:
+        self.horizon, self._mask, self._cur, self._prev, self._count = s

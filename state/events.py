@@ -1,0 +1,102 @@
+"""Contact-event intake: parse and validate one raw input record.
+
+Invalid input is returned as `Invalid` (a reason code and a human detail), never raised,
+so one bad record cannot stop the flow and every one can go to a dead-letter sink.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from .timeutil import parse_ts
+
+__all__ = [
+    "Event", "Invalid", "parse_event", "DEFAULT_MAX_EVENT_BYTES", "CONSENT_CHANNELS",
+    "CONSENT_STATUSES", "REASONS",
+]
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+CONSENT_CHANNELS = ("email", "sms", "push")
+CONSENT_STATUSES = ("subscribed", "unsubscribed")
+
+#: Stable reason codes of dead letters (also metric label values).
+REASONS = (
+    "not_json", "not_object", "too_large", "missing_field", "bad_field", "bad_ts",
+    "bad_properties", "bad_consent",
+)
+
+_EMPTY: dict = {}
+
+
+class Event(NamedTuple):
+    """A valid contact event; `ts` is event time in epoch milliseconds."""
+
+    event_id: str
+    contact_id: str
+    type: str
+    ts: int
+    properties: dict
+
+
+class Invalid(NamedTuple):
+    """Why a raw record was rejected: `reason` is a code from REASONS, `detail` says more."""
+
+    reason: str
+    detail: str
+
+
+def _check_consent(props: dict) -> Invalid | None:
+    channel, status = props.get("channel"), props.get("status")
+    if channel not in CONSENT_CHANNELS:
+        return Invalid("bad_consent", f"properties.channel must be one of {list(CONSENT_CHANNELS)}: {channel!r}")
+    if status not in CONSENT_STATUSES:
+        return Invalid("bad_consent", f"properties.status must be one of {list(CONSENT_STATUSES)}: {status!r}")
+    reason = props.get("reason")
+    if reason is not None and type(reason) is not str:
+        return Invalid("bad_consent", f"properties.reason must be a string: {reason!r}")
+    return None
+
+
+def _bad_string(name: str, value: object) -> Invalid:
+    if value is None:
+        return Invalid("missing_field", f"{name}: required")
+    return Invalid("bad_field", f"{name} must be a non-empty string: {value!r}"[:200])
+
+
+def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event | Invalid:
+    """Parse one JSON record; the hot path of intake, so checks are inlined."""
+    if len(raw) > max_bytes:
+        return Invalid("too_large", f"record is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("not_json", f"not JSON: {exc}"[:200])
+    if type(obj) is not dict:
+        return Invalid("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    eid = obj.get("event_id")
+    if type(eid) is not str or not eid:
+        return _bad_string("event_id", eid)
+    cid = obj.get("contact_id")
+    if type(cid) is not str or not cid:
+        return _bad_string("contact_id", cid)
+    etype = obj.get("type")
+    if type(etype) is not str or not etype:
+        return _bad_string("type", etype)
+    raw_ts = obj.get("ts")
+    ts = parse_ts(raw_ts)
+    if ts is None:
+        if raw_ts is None:
+            return Invalid("missing_field", "ts: required")
+        return Invalid("bad_ts", f"ts must be ISO-8601 with offset or integer epoch ms: {raw_ts!r}"[:200])
+    props = obj.get("properties")
+    if props is None:
+        props = _EMPTY
+    elif type(props) is not dict:
+        return Invalid("bad_properties", f"properties must be an object, got {type(props).__name__}")
+    if etype == "consent_changed":
+        bad = _check_consent(props)
+        if bad is not None:
+            return bad
+    return Event(eid, cid, etype, ts, props)
