@@ -8,8 +8,6 @@ expire: a lagging partition delays only its own contacts, never expires others e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import xxhash
 
 from .events import DEFAULT_MAX_EVENT_BYTES, Event, Invalid, parse_event
@@ -48,15 +46,16 @@ class Intake:
         self.shards, self.max_event_bytes, self.frontier = shards, max_event_bytes, frontier
         self.invalid: dict[str, int] = {}
 
-    def process(self, records: list[tuple[bytes, Any]]) -> tuple[list[list[Event]], list[DeadLetter]]:
-        """`records` are (raw bytes, source info); returns events per shard and dead letters."""
+    def process(self, records: list[tuple[bytes, int]], origin: dict,
+                position_key: str = "offset") -> tuple[list[list[Event]], list[DeadLetter]]:
+        """`records` are (raw bytes, position); a dead letter's source is `origin` + position."""
         routes: list[list[Event]] = [[] for _ in range(self.shards)]
         dead: list[DeadLetter] = []
         frontier, shards, limit = self.frontier, self.shards, self.max_event_bytes
-        for raw, source in records:
+        for raw, position in records:
             ev = parse_event(raw, limit)
             if type(ev) is Invalid:
-                dead.append(DeadLetter(ev.reason, ev.detail, source, bytes(raw)))
+                dead.append(DeadLetter(ev.reason, ev.detail, {**origin, position_key: position}, bytes(raw)))
                 self.invalid[ev.reason] = self.invalid.get(ev.reason, 0) + 1
                 continue
             if ev.ts > frontier:

@@ -112,9 +112,9 @@ class _Gen:
         self.types.add(c.selector.type)
         n, w = c.n, c.within
         need = n + 1 if c.op in ("at_most", "exactly") else n
+        cols = self.L.ring(c.selector, max(need, 1))  # the type stays "used" either way
         if need == 0:  # "at least 0" always holds
             return "True"
-        cols = self.L.ring(c.selector, need)
         inside = lambda i: f"(I[{cols[i]}][row] > t - {w})"  # noqa: E731
         parts = []
         if c.op in ("at_least", "exactly") and n > 0:
@@ -195,6 +195,7 @@ class Program:
     consts: dict[str, Any]
     fingerprint: str
     int_defaults: list[int]
+    min_timer_offset: int  # smallest window/delay: no new timer can be due sooner after an event
 
     def bind(self, I: list, F: list, O: list) -> dict[str, Callable]:
         ns: dict[str, Any] = dict(self.consts, I=I, F=F, O=O, cmp=_compare_present, NEVER=NEVER,
@@ -296,6 +297,7 @@ def compile_program(segments: list[Segment]) -> Program:
         consent_cols=dict(L.consent), reasons=dict(L.reasons), profile_cols=dict(L.profile),
         source=source, consts=consts, fingerprint=fingerprint,
         int_defaults=_int_defaults(L),
+        min_timer_offset=min((off for _, off in L.timers), default=0),
     )
 
 

@@ -92,6 +92,9 @@ class Shard:
         self._updaters = fns["updaters"]
         self._defaults = program.int_defaults
         self._seg_ids = [s.id for s in program.segments]
+        self._time_mask = program.time_mask
+        self._all_mask = (1 << len(program.segments)) - 1
+        self._min_offset = program.min_timer_offset
 
     # -- state -------------------------------------------------------------
     def __len__(self) -> int:
@@ -146,6 +149,12 @@ class Shard:
             row = index.get(ev.contact_id)
             if row is None:
                 row = self._new_contact(ev.contact_id)
+                fn(row, ev.ts, ev.properties)
+                clock_col[row] = ev.ts
+                # A contact's first evaluation covers every segment: some hold with no
+                # event of their own types (e.g. `not consent`).
+                pending[row] = [ev.event_id, ev.type, False, self._all_mask]
+                continue
             ts = ev.ts
             clock = clock_col[row]
             if ts > clock:
@@ -196,42 +205,44 @@ class Shard:
     # -- evaluation --------------------------------------------------------
     def _fire(self, row: int, t: int, out: list[Change]) -> None:
         self.I[CLOCK][row] = t
-        self._evaluate(row, t, (None, None, False, self.program.time_mask), out)
+        self._evaluate(row, t, (None, None, False, self._time_mask), out)
 
     def _evaluate(self, row: int, t: int, p: list | tuple, out: list[Change]) -> None:
         I = self.I
-        mask = p[3]
-        if I[SCHED][row] <= t:
-            mask |= self.program.time_mask
+        mask, sched = p[3], I[SCHED][row]
+        if sched <= t:
+            mask |= self._time_mask
         old = I[BITS][row]
         new = self._evaluate_fn(row, t, mask)
-        diff = old ^ new
-        if diff:
-            I[BITS][row] = new
-            cid, seq = self.cids[row], I[SEQ][row]
-            i = 0
-            while diff:
-                if diff & 1:
-                    seq += 1
-                    enter = bool(new >> i & 1)
-                    out.append(Change(cid, self._seg_ids[i], "enter" if enter else "exit", t, seq,
-                                      p[0], p[1], self._expiry(i, row, t) if enter else None, p[2]))
-                diff >>= 1
-                i += 1
-            self.stats.changes += seq - I[SEQ][row]
-            I[SEQ][row] = seq
-        self._reschedule(row, t)
-
-    def _reschedule(self, row: int, t: int) -> None:
-        sched_col = self.I[SCHED]
+        if old != new:
+            self._emit(row, t, p, old, new, out)
+        # Events only raise the times timers are computed from, so a new candidate instant
+        # is at least `t + min offset`: a timer already due before that stays valid.
+        if p[0] is not None and not p[2] and t < sched <= t + self._min_offset:
+            return
         nxt = self._next(row, t)
-        s = sched_col[row]
-        if s <= t or (nxt is not None and nxt < s):
+        if sched <= t or (nxt is not None and nxt < sched):
             if nxt is None:
-                sched_col[row] = NO_TIMER
+                I[SCHED][row] = NO_TIMER
             else:
-                sched_col[row] = nxt
+                I[SCHED][row] = nxt
                 heapq.heappush(self.heap, (nxt << 32) | row)
+
+    def _emit(self, row: int, t: int, p: list | tuple, old: int, new: int, out: list[Change]) -> None:
+        I = self.I
+        I[BITS][row] = new
+        cid, seq0 = self.cids[row], I[SEQ][row]
+        seq, diff, i = seq0, old ^ new, 0
+        while diff:
+            if diff & 1:
+                seq += 1
+                enter = bool(new >> i & 1)
+                out.append(Change(cid, self._seg_ids[i], "enter" if enter else "exit", t, seq,
+                                  p[0], p[1], self._expiry(i, row, t) if enter else None, p[2]))
+            diff >>= 1
+            i += 1
+        I[SEQ][row] = seq
+        self.stats.changes += seq - seq0
 
     def _expiry(self, seg: int, row: int, t: int) -> int | None:
         """When membership ends if nothing else happens: walk the contact's next instants."""
