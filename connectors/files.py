@@ -18,7 +18,7 @@ __all__ = ["JsonlEventSource", "JsonlSink"]
 class _FilePartition(StatefulSourcePartition):
     def __init__(self, path: Path, batch_lines: int, resume_line: int, progress: Callable[[int], None] | None):
         self._f = path.open("rb")
-        self._name = path.name
+        self._origin = {"file": path.name}
         self._line = 0
         self._batch = batch_lines
         self._progress = progress
@@ -29,12 +29,12 @@ class _FilePartition(StatefulSourcePartition):
 
     def next_batch(self) -> list:
         records = []
-        f, name, line = self._f, self._name, self._line
+        f, line = self._f, self._line
         for raw in f:
             line += 1
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
-                records.append((raw, {"file": name, "line": line}))
+                records.append((raw, line))
                 if len(records) >= self._batch:
                     break
         if line == self._line:
@@ -42,7 +42,7 @@ class _FilePartition(StatefulSourcePartition):
         self._line = line
         if self._progress is not None:
             self._progress(f.tell())
-        return [("0", RawBatch("0", records, wall_ms()))]
+        return [("0", RawBatch("0", records, self._origin, "line", wall_ms()))]
 
     def snapshot(self) -> int:
         return self._line

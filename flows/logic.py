@@ -22,7 +22,9 @@ class RawBatch(NamedTuple):
     """What a source emits: raw records of one partition, with their source info."""
 
     partition: str
-    records: list  # [(bytes, source dict)]
+    records: list  # [(bytes, position)]: a line number or a Kafka offset
+    origin: dict  # where the records come from: {"file": ...} or {"topic", "partition"}
+    position_key: str  # "line" or "offset"
     arrival_ms: int  # wall clock when the batch was read
 
 
@@ -48,7 +50,7 @@ class IntakeLogic(StatefulBatchLogic):
     def on_batch(self, values: list[RawBatch]) -> tuple[list, bool]:
         out: list = []
         for batch in values:
-            routes, dead = self.intake.process(batch.records)
+            routes, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
             out.extend(("dead", d) for d in dead)
             frontier = self.intake.frontier
             for sub, events in enumerate(routes):
