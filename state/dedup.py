@@ -62,10 +62,29 @@ class SeenIds:
         cur[i] = h
         self._count += 1
         if self._count >= self.horizon:
-            self._prev, self._cur = cur, prev
-            prev[:] = array("Q", bytes(8 * (mask + 1)))  # reuse the buffer, cleared
-            self._count = 0
+            self._rotate()
         return False
+
+    def add_new(self, h: int) -> None:
+        """Remember `h` known not to be a repeat (e.g. newer than its contact's clock)."""
+        mask, cur = self._mask, self._cur
+        i = h & mask
+        while True:
+            v = cur[i]
+            if v == h:
+                return
+            if v == 0:
+                break
+            i = (i + 1) & mask
+        cur[i] = h
+        self._count += 1
+        if self._count >= self.horizon:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._prev, self._cur = self._cur, self._prev
+        self._cur[:] = array("Q", bytes(8 * (self._mask + 1)))  # reuse the buffer, cleared
+        self._count = 0
 
     def __getstate__(self) -> tuple:
         return (self.horizon, self._mask, self._cur, self._prev, self._count)

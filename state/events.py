@@ -10,7 +10,9 @@ from typing import NamedTuple
 
 import orjson
 
-from .timeutil import parse_ts
+from datetime import datetime, timedelta, timezone
+
+from .timeutil import MAX_TS, parse_ts
 
 __all__ = [
     "Event", "Invalid", "parse_event", "DEFAULT_MAX_EVENT_BYTES", "CONSENT_CHANNELS",
@@ -28,6 +30,10 @@ REASONS = (
 )
 
 _EMPTY: dict = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+_fromiso = datetime.fromisoformat
+_new_event = tuple.__new__  # skips NamedTuple's Python-level __new__ on the hot path
 
 
 class Event(NamedTuple):
@@ -85,7 +91,18 @@ def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
     if type(etype) is not str or not etype:
         return _bad_string("type", etype)
     raw_ts = obj.get("ts")
-    ts = parse_ts(raw_ts)
+    ts = None
+    if type(raw_ts) is str:  # inlined parse_ts: the common case on the hot path
+        try:
+            dt = _fromiso(raw_ts)
+            if dt.tzinfo is not None:
+                ts = (dt - _EPOCH) // _MS
+                if not 0 <= ts <= MAX_TS:
+                    ts = None
+        except ValueError:
+            pass
+    elif type(raw_ts) is int:
+        ts = parse_ts(raw_ts)
     if ts is None:
         if raw_ts is None:
             return Invalid("missing_field", "ts: required")
@@ -99,4 +116,4 @@ def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
         bad = _check_consent(props)
         if bad is not None:
             return bad
-    return Event(eid, cid, etype, ts, props)
+    return _new_event(Event, (eid, cid, etype, ts, props))

@@ -17,6 +17,7 @@ What each condition keeps (and nothing more):
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from .conditions import (
     Abandoned, All, AnyOf, Condition, Consent, EventCount, Inactive, Lifetime, Not, Profile,
     Segment, Selector, compare, resolve,
 )
-from .events import CONSENT_CHANNELS
+from .nextchange import INF, TimedGen
 from .timeutil import NEVER
 
 __all__ = [
@@ -171,6 +172,48 @@ class _Gen:
         return f"cmp(O[{col}][row], {self.const(c.op)}, {self.const(c.value)})"
 
 
+def _timed_source(segments: list[Segment], L: _Layout, consts: dict[str, Any], time_mask: int) -> list[str]:
+    """`settle(row, t, mask)`: new membership bits, and the contact's timer kept right.
+
+    Also `seg(i, row, t) -> (holds, next flip)` for walking to an enter's expiry.
+    """
+    g = _Gen(L, consts)  # columns are allocated already: leaf expressions only look them up
+    tg = TimedGen(L, g.expr)
+    bodies = []
+    for seg in segments:
+        out: list[str] = []
+        v, x = tg.gen(seg.when, out, "        ")
+        bodies.append((out, v, x))
+    src = ["def settle(row, t, mask):",
+           "    sched = S[row]",
+           f"    if sched <= t: mask |= {time_mask}",
+           "    bits = B[row]",
+           "    nxt = INF"]
+    for i, (out, v, x) in enumerate(bodies):
+        src.append(f"    if mask & {1 << i}:")
+        src.extend(out)
+        src.append(f"        bits = (bits | {1 << i}) if {v} else (bits & ~{1 << i})")
+        if x is not None:
+            src.append(f"        if {x} < nxt: nxt = {x}")
+    src += ["    if sched <= t:",
+            "        if nxt != INF:",
+            "            S[row] = nxt",
+            "            push(heap, (nxt << 32) | row)",
+            "        else:",
+            "            S[row] = NO_TIMER",
+            "    elif nxt < sched:",
+            "        S[row] = nxt",
+            "        push(heap, (nxt << 32) | row)",
+            "    return bits"]
+    src.append("def seg(i, row, t):")
+    for i, (out, v, x) in enumerate(bodies):
+        src.append(f"    if i == {i}:")
+        src.extend(out)
+        src.append(f"        return {v}, {x if x is not None else 'INF'}")
+    src.append("    raise IndexError(i)")
+    return src
+
+
 def _compare_present(actual: Any, op: str, expected: Any) -> bool:
     return actual is not None and compare(actual, op, expected)
 
@@ -195,13 +238,13 @@ class Program:
     consts: dict[str, Any]
     fingerprint: str
     int_defaults: list[int]
-    min_timer_offset: int  # smallest window/delay: no new timer can be due sooner after an event
 
-    def bind(self, I: list, F: list, O: list) -> dict[str, Callable]:
+    def bind(self, I: list, F: list, O: list, heap: list) -> dict[str, Callable]:
         ns: dict[str, Any] = dict(self.consts, I=I, F=F, O=O, cmp=_compare_present, NEVER=NEVER,
-                                  resolve=resolve)
+                                  resolve=resolve, INF=INF, NO_TIMER=NO_TIMER, S=I[SCHED], B=I[BITS],
+                                  heap=heap, push=heapq.heappush)
         exec(compile(self.source, "<espresso-program>", "exec"), ns)  # noqa: S102 - our own generated code
-        return {k: ns[k] for k in ("evaluate", "next_change", "updaters", "member")}
+        return {k: ns[k] for k in ("settle", "seg", "updaters")}
 
 
 def _updater_source(etype: str, L: _Layout, consts: dict[str, Any], fn: str) -> str | None:
@@ -266,22 +309,7 @@ def compile_program(segments: list[Segment]) -> Program:
             time_mask |= 1 << i
         for t in g.types:
             type_masks[t] = type_masks.get(t, 0) | (1 << i)
-    src = ["def member(i, row, t):"]
-    for i, e in enumerate(exprs):
-        src.append(f"    if i == {i}: return {e}")
-    src.append("    raise IndexError(i)")
-    src.append("def evaluate(row, t, mask):")
-    src.append("    bits = I[0][row]")
-    for i, e in enumerate(exprs):
-        src.append(f"    if mask & {1 << i}:")
-        src.append(f"        bits = (bits | {1 << i}) if {e} else (bits & ~{1 << i})")
-    src.append("    return bits")
-    src.append("def next_change(row, t):")
-    src.append(f"    best = {2**62}")
-    for col, off in L.timers:
-        src.append(f"    v = I[{col}][row] + {off}")
-        src.append("    if t < v < best: best = v")
-    src.append(f"    return best if best != {2**62} else None")
+    src = _timed_source(segments, L, consts, time_mask)
     updaters = {}
     for n, etype in enumerate(sorted(type_masks)):
         body = _updater_source(etype, L, consts, f"u{n}")
@@ -297,12 +325,11 @@ def compile_program(segments: list[Segment]) -> Program:
         consent_cols=dict(L.consent), reasons=dict(L.reasons), profile_cols=dict(L.profile),
         source=source, consts=consts, fingerprint=fingerprint,
         int_defaults=_int_defaults(L),
-        min_timer_offset=min((off for _, off in L.timers), default=0),
     )
 
 
 #: SCHED value of a contact with no pending timer.
-NO_TIMER = 2**62
+NO_TIMER = INF
 
 
 def _int_defaults(L: _Layout) -> list[int]:

@@ -87,14 +87,13 @@ class Shard:
             self.pending = {r: list(p) for r, p in state.pending.items()}
             self.stats = ShardStats(**vars(state.stats))
         self.index = {cid: row for row, cid in enumerate(self.cids)}
-        fns = program.bind(self.I, self.F, self.O)
-        self._evaluate_fn, self._next, self._member = fns["evaluate"], fns["next_change"], fns["member"]
+        fns = program.bind(self.I, self.F, self.O, self.heap)
+        self._settle, self._seg = fns["settle"], fns["seg"]
         self._updaters = fns["updaters"]
         self._defaults = program.int_defaults
         self._seg_ids = [s.id for s in program.segments]
         self._time_mask = program.time_mask
         self._all_mask = (1 << len(program.segments)) - 1
-        self._min_offset = program.min_timer_offset
 
     # -- state -------------------------------------------------------------
     def __len__(self) -> int:
@@ -134,48 +133,57 @@ class Shard:
         """Apply valid events in arrival order; returns changes that became final."""
         out: list[Change] = []
         updaters, masks, index, pending = self._updaters, self.program.type_masks, self.index, self.pending
-        seen_add = self.seen.add
+        seen_add, seen_new, evaluate = self.seen.add, self.seen.add_new, self._evaluate
         clock_col, sched_col = self.I[CLOCK], self.I[SCHED]
-        stats = self.stats
-        for ev in events:
-            fn = updaters.get(ev.type)
+        applied = ignored = duplicates = late_count = 0
+        for eid, cid, etype, ts, props in events:
+            fn = updaters.get(etype)
             if fn is None:
-                stats.ignored += 1
+                ignored += 1
                 continue
-            if seen_add(id_hash(ev.event_id)):
-                stats.duplicates += 1
-                continue
-            stats.applied += 1
-            row = index.get(ev.contact_id)
+            row = index.get(cid)
             if row is None:
-                row = self._new_contact(ev.contact_id)
-                fn(row, ev.ts, ev.properties)
-                clock_col[row] = ev.ts
+                seen_new(id_hash(eid))
+                applied += 1
+                row = self._new_contact(cid)
+                fn(row, ts, props)
+                clock_col[row] = ts
                 # A contact's first evaluation covers every segment: some hold with no
                 # event of their own types (e.g. `not consent`).
-                pending[row] = [ev.event_id, ev.type, False, self._all_mask]
+                pending[row] = [eid, etype, False, self._all_mask]
                 continue
-            ts = ev.ts
             clock = clock_col[row]
             if ts > clock:
+                # Newer than anything this contact has seen, so not a redelivery: only
+                # remembered, no lookup.
+                seen_new(id_hash(eid))
+                applied += 1
                 p = pending.pop(row, None)
                 if p is not None:
-                    self._evaluate(row, clock, p, out)
+                    evaluate(row, clock, p, out)
                 while sched_col[row] < ts:
                     self._fire(row, sched_col[row], out)
-                fn(row, ts, ev.properties)
+                fn(row, ts, props)
                 clock_col[row] = ts
-                pending[row] = [ev.event_id, ev.type, False, masks[ev.type]]
+                pending[row] = [eid, etype, False, masks[etype]]
+                continue
+            if seen_add(id_hash(eid)):
+                duplicates += 1
+                continue
+            applied += 1
+            late = ts < clock
+            late_count += late
+            fn(row, ts, props)
+            p = pending.get(row)
+            if p is None:
+                pending[row] = [eid, etype, late, masks[etype]]
             else:
-                late = ts < clock
-                if late:
-                    stats.late += 1
-                fn(row, ts, ev.properties)
-                p = pending.get(row)
-                if p is None:
-                    pending[row] = [ev.event_id, ev.type, late, masks[ev.type]]
-                else:
-                    p[0], p[1], p[2], p[3] = ev.event_id, ev.type, p[2] or late, p[3] | masks[ev.type]
+                p[0], p[1], p[2], p[3] = eid, etype, p[2] or late, p[3] | masks[etype]
+        stats = self.stats
+        stats.applied += applied
+        stats.ignored += ignored
+        stats.duplicates += duplicates
+        stats.late += late_count
         return out
 
     def advance(self, watermark: int) -> list[Change]:
@@ -208,25 +216,10 @@ class Shard:
         self._evaluate(row, t, (None, None, False, self._time_mask), out)
 
     def _evaluate(self, row: int, t: int, p: list | tuple, out: list[Change]) -> None:
-        I = self.I
-        mask, sched = p[3], I[SCHED][row]
-        if sched <= t:
-            mask |= self._time_mask
-        old = I[BITS][row]
-        new = self._evaluate_fn(row, t, mask)
+        old = self.I[BITS][row]
+        new = self._settle(row, t, p[3])
         if old != new:
             self._emit(row, t, p, old, new, out)
-        # Events only raise the times timers are computed from, so a new candidate instant
-        # is at least `t + min offset`: a timer already due before that stays valid.
-        if p[0] is not None and not p[2] and t < sched <= t + self._min_offset:
-            return
-        nxt = self._next(row, t)
-        if sched <= t or (nxt is not None and nxt < sched):
-            if nxt is None:
-                I[SCHED][row] = NO_TIMER
-            else:
-                I[SCHED][row] = nxt
-                heapq.heappush(self.heap, (nxt << 32) | row)
 
     def _emit(self, row: int, t: int, p: list | tuple, old: int, new: int, out: list[Change]) -> None:
         I = self.I
@@ -245,14 +238,14 @@ class Shard:
         self.stats.changes += seq - seq0
 
     def _expiry(self, seg: int, row: int, t: int) -> int | None:
-        """When membership ends if nothing else happens: walk the contact's next instants."""
+        """When membership ends if nothing else happens: walk the segment's next flips."""
         for _ in range(_EXPIRY_STEPS):
-            n = self._next(row, t)
-            if n is None:
+            holds, nxt = self._seg(seg, row, t)
+            if nxt == NO_TIMER:
                 return None
-            if not self._member(seg, row, n):
-                return n
-            t = n
+            if not self._seg(seg, row, nxt)[0]:
+                return nxt
+            t = nxt
         return None
 
 
