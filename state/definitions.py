@@ -74,9 +74,12 @@ class _EventM(_Strict):
             raise ValueError("give exactly one of at_least, at_most, exactly (zero times: exactly: 0)")
         if getattr(self, given[0]) < 0:
             raise ValueError(f"{given[0]} must be >= 0")
-        if self.within is not None:
-            _duration(self.within)
         return self
+
+    @field_validator("within")
+    @classmethod
+    def _w(cls, v: Any) -> Any:
+        return None if v is None else _duration(v)
 
 
 class _ConsentM(_Strict):
@@ -184,7 +187,7 @@ def parse_condition(node: Any, file: str, path: str) -> Condition:
         if m.within is None:
             cmp = {"at_least": ">=", "at_most": "<=", "exactly": "="}[op]
             return Lifetime(sel, "count", None, cmp, float(getattr(m, op)))
-        return EventCount(sel, _duration(m.within), op, getattr(m, op))
+        return EventCount(sel, m.within, op, getattr(m, op))
     if kind == "lifetime":
         m = _leaf(_LifetimeM, body, file, sub)
         prop = tuple(m.property.split(".")) if m.property else None
