@@ -30,7 +30,7 @@ from .timeutil import NEVER
 
 __all__ = [
     "Program", "compile_program", "CONSENT_TYPE", "PROFILE_TYPE", "pack_consent", "BITS", "CLOCK",
-    "SCHED", "SEQ", "NO_TIMER",
+    "SCHED", "SEQ", "NO_TIMER", "Keep",
 ]
 
 CONSENT_TYPE = "consent_changed"
@@ -60,6 +60,7 @@ class _Layout:
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> code 1..63
     profile: dict[str, int] = field(default_factory=dict)
     timers: list[tuple[int, int]] = field(default_factory=list)  # (int column, offset ms)
+    items: dict[str, int] = field(default_factory=dict)  # event type -> object column of latest items
 
     def ring(self, sel: Selector, k: int) -> list[int]:
         cols = self.rings.setdefault(sel, [])
@@ -234,6 +235,7 @@ class Program:
     consent_cols: dict[str, int]
     reasons: dict[str, int]
     profile_cols: dict[str, int]
+    items_cols: dict[str, int]
     source: str
     consts: dict[str, Any]
     fingerprint: str
@@ -262,6 +264,8 @@ def _updater_source(etype: str, L: _Layout, consts: dict[str, Any], fn: str) -> 
         guard = f"if {const(sel)}.matches(props):" if sel.filters else "if True:"
         lines.append(f"    {guard}")
         if len(cols) == 1:
+            if not sel.filters and etype in L.items:
+                lines.append(f"        if ts >= I[{cols[0]}][row]: O[{L.items[etype]}][row] = props.get('items')")
             lines.append(f"        if ts > I[{cols[0]}][row]: I[{cols[0]}][row] = ts")
         else:  # insert into a descending ring, dropping the oldest
             lines.append(f"        ring = ({', '.join(f'I[{c}]' for c in cols)})")
@@ -295,13 +299,37 @@ def _updater_source(etype: str, L: _Layout, consts: dict[str, Any], fn: str) -> 
     return f"def {fn}(row, ts, props):\n" + "\n".join(lines) + "\n"
 
 
-def compile_program(segments: list[Segment]) -> Program:
+@dataclass(frozen=True)
+class Keep:
+    """State kept for later stages (campaigns) beyond what the segments need."""
+
+    consent_channels: tuple[str, ...] = ()
+    profile_fields: tuple[str, ...] = ()
+    items_of: tuple[str, ...] = ()  # event types whose latest `items` are kept (order, checkout)
+
+
+def compile_program(segments: list[Segment], keep: Keep = Keep()) -> Program:
     if len(segments) > 60:
         # Membership bits live in one int64 column per contact.
         raise ValueError(f"at most 60 segments per flow, got {len(segments)}")
     L = _Layout()
     consts: dict[str, Any] = {}
     exprs, time_mask, type_masks = [], 0, {}
+    for channel in keep.consent_channels:
+        if channel not in L.consent:
+            L.consent[channel] = L.ints
+            L.ints += 1
+        type_masks.setdefault(CONSENT_TYPE, 0)
+    for name in keep.profile_fields:
+        if name not in L.profile:
+            L.profile[name] = L.objects
+            L.objects += 1
+        type_masks.setdefault(PROFILE_TYPE, 0)
+    for etype in keep.items_of:
+        L.ring(Selector(etype), 1)
+        L.items[etype] = L.objects
+        L.objects += 1
+        type_masks.setdefault(etype, 0)
     for i, seg in enumerate(segments):
         g = _Gen(L, consts)
         exprs.append(g.expr(seg.when))
@@ -323,6 +351,7 @@ def compile_program(segments: list[Segment]) -> Program:
         segments=list(segments), ints=L.ints, floats=L.floats, objects=L.objects,
         time_mask=time_mask, type_masks={t: m for t, m in type_masks.items() if t in updaters},
         consent_cols=dict(L.consent), reasons=dict(L.reasons), profile_cols=dict(L.profile),
+        items_cols=dict(L.items),
         source=source, consts=consts, fingerprint=fingerprint,
         int_defaults=_int_defaults(L),
     )

@@ -92,6 +92,7 @@ class Shard:
         self._updaters = fns["updaters"]
         self._defaults = program.int_defaults
         self._seg_ids = [s.id for s in program.segments]
+        self._reason_names = {code: name for name, code in program.reasons.items()}
         self._time_mask = program.time_mask
         self._all_mask = (1 << len(program.segments)) - 1
 
@@ -115,6 +116,31 @@ class Shard:
             t = self.heap[0] >> 32
             due = t if due is None else min(due, t)
         return due
+
+    # -- read access for later stages (campaigns) ----------------------------
+    def row_of(self, contact_id: str) -> int | None:
+        return self.index.get(contact_id)
+
+    def consent(self, row: int, channel: str) -> tuple[str | None, str | None]:
+        """(status, reason) of the contact's latest consent for `channel`."""
+        col = self.program.consent_cols.get(channel)
+        if col is None:
+            raise KeyError(f"consent for {channel!r} is not kept: add it to Keep.consent_channels")
+        code = self.I[col][row]
+        status = {1: "subscribed", 2: "unsubscribed"}.get((code >> 6) & 3)
+        reason = self._reason_names.get(code & 63)
+        return status, reason
+
+    def profile(self, row: int) -> dict:
+        return {name: self.O[col][row] for name, col in self.program.profile_cols.items()
+                if self.O[col][row] is not None}
+
+    def items(self, row: int, etype: str) -> list | None:
+        col = self.program.items_cols.get(etype)
+        return None if col is None else self.O[col][row]
+
+    def clock(self, row: int) -> int:
+        return self.I[CLOCK][row]
 
     def _new_contact(self, cid: str) -> int:
         row = len(self.cids)
