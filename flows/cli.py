@@ -51,7 +51,36 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"replay": (_replay_args, _cmd_replay)}
+def _run_args(sub: argparse._SubParsersAction) -> None:
+    from .run import add_run_args
+
+    p = sub.add_parser("run", help="the live flow on Kafka: contact events in, segment changes out",
+                       description="Run the segment flow on Kafka (flags and environment: docs/live.md).")
+    add_run_args(p)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import cmd_run
+
+    return cmd_run(args)
+
+
+def _demo_args(sub: argparse._SubParsersAction) -> None:
+    from .demo import add_demo_args
+
+    p = sub.add_parser("demo", help="live demo on an embedded broker: synthetic shop traffic, changes printed as they happen",
+                       description="Start an embedded Kafka-compatible broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+                                   "stream synthetic contact events into it and print segment changes live.")
+    add_demo_args(p)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import cmd_demo
+
+    return cmd_demo(args)
+
+
+COMMANDS = {"replay": (_replay_args, _cmd_replay), "run": (_run_args, _cmd_run), "demo": (_demo_args, _cmd_demo)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from .config import FlowConfig
 from .logic import IntakeLogic, ShardLogic
@@ -32,10 +32,18 @@ def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sin
     intake = op.stateful_batch("intake", raw, lambda resume: IntakeLogic(cfg, resume))
     tagged = op.map("untag", intake, lambda kv: kv[1])
     split = op.branch("split", tagged, lambda item: item[0] == "dead")
-    op.output("dead-letters", op.map("dead", split.trues, lambda item: item[1]), dead_letters)
+    _output("dead-letters", op.map("dead", split.trues, lambda item: item[1]), dead_letters)
     routed = op.map("route", split.falses, lambda item: item[1])
     shards = op.stateful_batch("segments", routed, lambda resume: ShardLogic(cfg, resume))
     out = op.map("change", shards, lambda kv: kv[1])
-    op.output("changes", out, changes)
+    _output("changes", out, changes)
     return flow
+
+
+def _output(step_id: str, stream: Any, sink: Sink) -> None:
+    """A `FixedPartitionedSink` (Kafka) takes `(key, item)` pairs, keyed by its `item_key`."""
+    if isinstance(sink, FixedPartitionedSink):
+        key = sink.item_key  # type: ignore[attr-defined]
+        stream = op.map(f"key-{step_id}", stream, lambda item: (key(item), item))
+    op.output(step_id, stream, sink)
 

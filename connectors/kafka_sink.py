@@ -1,0 +1,217 @@
+"""Segment changes and dead letters to Kafka.
+
+Delivery without per-batch flushes, and without loss across crashes:
+
+- one idempotent producer per process (`enable.idempotence`: a retry never writes a
+  duplicate into a partition), shared by the changes and dead-letter sinks;
+- `write_batch` only hands messages to librdkafka and serves delivery reports with
+  `poll(0)`; librdkafka sends them within `linger.ms` (5 ms), so latency stays low;
+- the sinks are `FixedPartitionedSink`s so that Bytewax calls `snapshot()` on them at the
+  end of every epoch, and `snapshot()` flushes: an epoch is committed to the recovery
+  store only once everything it wrote is acknowledged by the brokers. After a crash the
+  flow resumes from the last committed epoch and writes the rest again (at-least-once,
+  with the same `change_id`s).
+
+A delivery failure (after librdkafka's own retries) is logged and counted in a metric;
+it does not stop the flow.
+
+Changes: key `contact_id`, value = `Change.record()` + `processed_at`, topic
+`segment-changes`. Dead letters: key none, value = the original bytes, headers
+`espresso-reason`, `espresso-detail`, `espresso-source` (JSON), topic `contact-events-dlq`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from typing import Any, Callable
+
+import orjson
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from flows import health
+from state.timeutil import format_ms
+
+from .kafka_config import KafkaConfig
+
+__all__ = ["KafkaChangeSink", "KafkaDeadLetterSink", "SharedProducer", "encode_change", "encode_dead_letter"]
+
+log = logging.getLogger(__name__)
+
+#: How many sink partitions each sink has: items are routed to them by key, so a contact's
+#: changes keep their order; each worker owns some of them.
+SINK_PARTS = 16
+
+
+class SharedProducer:
+    """One librdkafka producer per process and configuration, reference counted."""
+
+    _lock = threading.Lock()
+    _all: dict[tuple, "SharedProducer"] = {}
+
+    def __init__(self, conf: dict) -> None:
+        self.producer = Producer({**conf, "error_cb": self._on_client_error})
+        self.refs = 0
+        self.delivered = 0
+        self.failed = 0
+        self._flush_lock = threading.Lock()
+
+    @classmethod
+    def get(cls, cfg: KafkaConfig) -> "SharedProducer":
+        key = (cfg.bootstrap_servers, tuple(sorted(cfg.settings.items())))
+        with cls._lock:
+            sp = cls._all.get(key)
+            if sp is None:
+                sp = cls._all[key] = cls(cfg.producer())
+            sp.refs += 1
+            return sp
+
+    def release(self) -> None:
+        with self._lock:
+            self.refs -= 1
+            last = self.refs <= 0
+            if last:
+                for k, v in list(self._all.items()):
+                    if v is self:
+                        del self._all[k]
+        if last:
+            self.flush()
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        log.warning("kafka producer: %s", err.str())
+
+    def on_delivery(self, topic: str) -> Callable[[KafkaError | None, Any], None]:
+        def report(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.delivered += 1
+                return
+            self.failed += 1
+            health.count_delivery_failure(topic, err.name())
+            log.error("kafka delivery to %s failed: %s", topic, err.str())
+        return report
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: list | None,
+                on_delivery: Callable) -> None:
+        p = self.producer
+        while True:
+            try:
+                p.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room (backpressure).
+                p.poll(0.05)
+            except KafkaException as exc:
+                health.count_delivery_failure(topic, exc.args[0].name())
+                log.error("kafka produce to %s failed: %s", topic, exc.args[0].str())
+                return
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every message handed over so far is acknowledged (or failed)."""
+        with self._flush_lock:
+            t0 = time.monotonic()
+            left = self.producer.flush(timeout)
+            while left:
+                log.warning("kafka producer: %d messages still unacknowledged after %.0fs; waiting",
+                            left, time.monotonic() - t0)
+                left = self.producer.flush(timeout)
+
+
+def encode_change(change: Any, now_ms: int) -> bytes:
+    rec = change.record()
+    rec["processed_at"] = format_ms(now_ms)
+    return orjson.dumps(rec)
+
+
+def encode_dead_letter(dead: Any) -> tuple[bytes, list]:
+    headers = [
+        ("espresso-reason", dead.reason.encode()),
+        ("espresso-detail", dead.detail.encode("utf-8", "replace")[:1000]),
+        ("espresso-source", orjson.dumps(dead.source)),
+    ]
+    return bytes(dead.raw), headers
+
+
+class _Part(StatefulSinkPartition):
+    def __init__(self, sink: "_KafkaSink") -> None:
+        self.sink = sink
+        self.sp = SharedProducer.get(sink.cfg)
+        self.report = self.sp.on_delivery(sink.topic)
+        self.dirty = False
+
+    def write_batch(self, items: list) -> None:
+        if not items:
+            return
+        self.sink.write(self.sp, items, self.report)
+        self.sp.poll()
+        self.dirty = True
+
+    def snapshot(self) -> None:
+        # End of an epoch: everything written in it must be durable before the epoch
+        # is committed to the recovery store.
+        if self.dirty:
+            self.sp.flush()
+            self.dirty = False
+        return None
+
+    def close(self) -> None:
+        self.sp.release()
+
+
+class _KafkaSink(FixedPartitionedSink):
+    """Items are `(key, record)`: the key picks the sink partition (kept per contact)."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str, parts: int = SINK_PARTS) -> None:
+        self.cfg, self.topic, self.parts = cfg, topic, parts
+
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self.parts)]
+
+    def part_fn(self, item_key: str) -> int:
+        return zlib.crc32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Part:
+        return _Part(self)
+
+    def write(self, sp: SharedProducer, values: list, report: Callable) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def item_key(item: Any) -> str:
+        raise NotImplementedError
+
+
+class KafkaChangeSink(_KafkaSink):
+    """`Change`s to the segment-changes topic, key `contact_id`."""
+
+    @staticmethod
+    def item_key(change: Any) -> str:
+        return change.contact_id
+
+    def write(self, sp: SharedProducer, values: list, report: Callable) -> None:
+        now = time.time_ns() // 1_000_000
+        topic = self.topic
+        for ch in values:
+            sp.produce(topic, encode_change(ch, now), ch.contact_id.encode(), None, report)
+        health.count_changes(topic, values)
+
+
+class KafkaDeadLetterSink(_KafkaSink):
+    """`DeadLetter`s to the dead-letter topic: original bytes, reason in headers."""
+
+    @staticmethod
+    def item_key(dead: Any) -> str:
+        src = dead.source
+        return f"{src.get('partition', '')}"
+
+    def write(self, sp: SharedProducer, values: list, report: Callable) -> None:
+        topic = self.topic
+        for d in values:
+            value, headers = encode_dead_letter(d)
+            sp.produce(topic, value, None, headers, report)
+        health.count_dead_letters(topic, values)
