@@ -12,7 +12,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-PIP_QUIET := --quiet --progress-bar off
+PIP_QUIET := --progress-bar off
+PIP_LOG := $(VENV)/pip-install.log
 PYTEST_ARGS ?=
 # Debian packages the tests run for real (binary:package)
 SYSTEM_DEPS := /usr/bin/redis-server:redis-server /usr/bin/prometheus:prometheus
@@ -54,12 +55,12 @@ system-deps:
 
 # The Python environment is rebuilt only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | system-deps
-	@echo "==> Python environment in $(VENV): pip install -e '.[dev]' ($(PYTHON))"
+	@echo "==> Python environment in $(VENV): pip install -e '.[dev]' (log: $(PIP_LOG))"
 	@[ -x $(BIN)/pip ] || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
-	@$(PIP) install $(PIP_QUIET) --upgrade pip
-	@$(PIP) install $(PIP_QUIET) -e '.[dev]'
+	@{ $(PIP) install $(PIP_QUIET) --upgrade pip && $(PIP) install $(PIP_QUIET) -e '.[dev]'; } \
+	  >$(PIP_LOG) 2>&1 || { tail -n 40 $(PIP_LOG); echo "error: pip install failed, see $(PIP_LOG)" >&2; exit 1; }
 	@touch $@
-	@echo "    done"
+	@echo "    done: $$($(BIN)/python --version), $$($(BIN)/python -m pip list 2>/dev/null | tail -n +3 | wc -l) packages"
 
 test: install
 	@echo "==> pytest (all tests; Kafka broker, Redis and Prometheus are started by fixtures)"

@@ -102,7 +102,7 @@ def test_redis_set_get(redis_url):
 
 
 def test_redis_db_is_flushed_between_tests(redis_url):
-    """Each test using `redis_url` starts from an empty database (the key above is gone)."""
+    """Each test using `redis_url` starts from an empty database, whatever earlier tests wrote."""
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
