@@ -62,7 +62,7 @@ class _KafkaPartition(StatefulSourcePartition):
         log.warning("kafka consumer %s[%d]: %s", self.topic, self.partition, err.str())
 
     def next_batch(self) -> list:
-        if self.eof:
+        if self.eof or health.HEALTH.stopping:
             raise StopIteration()
         src = self.src
         msgs = self.consumer.consume(src.batch_size, src.poll_timeout_s)

@@ -42,6 +42,7 @@ class Health:
             self.polled: set[tuple[str, int]] = set()
             self.last_beat: float | None = None
             self.stopped = False
+            self.stopping = False
 
     # -- updates from the flow ---------------------------------------------
     def source_listed(self) -> None:
@@ -59,6 +60,10 @@ class Health:
 
     def beat(self) -> None:
         self.last_beat = self.clock()
+
+    def request_stop(self) -> None:
+        """Graceful stop: every source partition ends at its next poll, sinks flush and close."""
+        self.stopping = True
 
     def stop(self) -> None:
         self.stopped = True
@@ -79,8 +84,8 @@ class Health:
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:
-            if self.stopped:
-                return False, "flow stopped"
+            if self.stopped or self.stopping:
+                return False, "flow stopping" if not self.stopped else "flow stopped"
             if not self.listed:
                 return False, "dataflow starting"
             if self.pending:
@@ -154,7 +159,12 @@ def serve(port: int, host: str = "0.0.0.0", health: Health = HEALTH) -> Any:
         except Exception:  # noqa: BLE001
             fn = None
         if fn is not None:
-            _server = fn(port, live=health.live, ready=health.ready)
+            try:  # create the process's metrics so every family shows from the start
+                from metrics.registry import get_metrics  # type: ignore[attr-defined]
+                get_metrics()
+            except Exception:  # noqa: BLE001
+                log.debug("metrics registry unavailable", exc_info=True)
+            _server = fn(port, host, ready=health.ready, live=health.live)
         else:
             _server = _builtin_server(port, host, health)
         return _server

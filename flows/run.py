@@ -61,6 +61,7 @@ class RunConfig:
     epoch_interval_ms: int = 5_000
     batch_size: int = 5000
     stop_at_end: bool = False
+    idle_emit_ms: int = 1000
     group_id: str = "espresso"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -148,6 +149,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("--batch-size", type=int, default=int(_env("ESPRESSO_BATCH_SIZE", 5000)),
                    help="most messages read from a partition per poll [env ESPRESSO_BATCH_SIZE] (default %(default)s)")
     k.add_argument("--stop-at-end", action="store_true", help=argparse.SUPPRESS)
+    k.add_argument("--idle-emit", type=_duration("--idle-emit", "ESPRESSO_IDLE_EMIT"),
+                   default=_env("ESPRESSO_IDLE_EMIT", "1s"), help=argparse.SUPPRESS)
 
     s = p.add_argument_group("Segments and time")
     s.add_argument("--segments", type=Path, default=_env("ESPRESSO_SEGMENTS"),
@@ -237,7 +240,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         recovery_dir=Path(args.recovery_dir) if args.recovery_dir else None,
         create_topics=args.create_topics, partitions=args.partitions, workers=args.workers,
         process_id=pid, addresses=addresses, epoch_interval_ms=epoch, batch_size=args.batch_size,
-        stop_at_end=args.stop_at_end)
+        stop_at_end=args.stop_at_end, idle_emit_ms=args.idle_emit)
 
 
 # -- running -----------------------------------------------------------------------
@@ -258,7 +261,7 @@ def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None):
 
     cfg = cfg or rc.flow_config()
     source = KafkaEventSource(rc.kafka, rc.input_topic, group_id=rc.group_id, batch_size=rc.batch_size,
-                              stop_at_end=rc.stop_at_end)
+                              stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000)
     return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic),
                       KafkaDeadLetterSink(rc.kafka, rc.dlq_topic), "espresso")
 
@@ -285,8 +288,12 @@ def prepare_recovery(rc: RunConfig) -> Any:
     return RecoveryConfig(d)
 
 
-def _terminate_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """First SIGTERM/SIGINT: stop gracefully (sources end, sinks flush); second: abort."""
+    if health.HEALTH.stopping:
+        raise KeyboardInterrupt()
+    log.info("espresso run: %s received, stopping (again to abort)", signal.Signals(signum).name)
+    health.HEALTH.request_stop()
 
 
 def run(rc: RunConfig) -> int:
@@ -311,7 +318,12 @@ def run(rc: RunConfig) -> int:
              "" if rc.single_process else f", process {rc.process_id} of {len(rc.addresses or [])}",
              rc.recovery_dir or "off")
     if threading_is_main():
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        signal.signal(signal.SIGTERM, _on_stop_signal)
+        signal.signal(signal.SIGINT, _on_stop_signal)
+    # An abort makes Bytewax's Rust side panic; its backtrace tells an operator nothing.
+    os.environ.setdefault("RUST_BACKTRACE", "0")
+    if os.environ.get("RUST_BACKTRACE") == "1":
+        os.environ["RUST_BACKTRACE"] = "0"
     kwargs: dict[str, Any] = dict(workers_per_process=rc.workers,
                                   epoch_interval=timedelta(milliseconds=rc.epoch_interval_ms),
                                   recovery_config=recovery)
@@ -319,8 +331,14 @@ def run(rc: RunConfig) -> int:
         kwargs.update(process_id=rc.process_id, addresses=rc.addresses)
     try:
         cli_main(flow, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if "signal received" in str(exc):  # aborted by a second signal
+            log.warning("espresso run: aborted; output since the last epoch may be written again on restart")
+            return 130
+        raise
     finally:
         health.HEALTH.stop()
+    log.info("espresso run: stopped")
     return 0
 
 
