@@ -151,8 +151,9 @@ end
 return n
 """
 
-_UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, rx.ClusterDownError,
-                rx.TryAgainError, OSError)
+# Every Redis error pauses sending rather than failing messages: connection loss, timeouts,
+# a read-only replica after failover, OOM or a busy script all pass with time.
+_UNAVAILABLE = (rx.RedisError, OSError)
 
 
 class RedisIdempotency:

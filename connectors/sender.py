@@ -224,6 +224,11 @@ class Sender:
 
         Raises `TimeoutError` when `timeout` passes first, `SenderClosed` after `close`.
         """
+        if not isinstance(message, Mapping):
+            raise TypeError(f"sender {self.config.name}: submit expects a message record (a mapping), "
+                            f"got {type(message).__name__}")
+        if self._thread is None:
+            raise SenderClosed(f"sender {self.config.name} is not started: call start() first")
         item = _Item(message, str(next(self._tokens)))
         with self._cond:
             while self._unfinished >= self.config.max_queued and not self._closed:
@@ -386,12 +391,12 @@ class Sender:
 
     async def _deliver(self, item: _Item) -> None:
         message = item.message
-        channel = self._channels.get(message.get("channel"), self._default)
+        kind = message.get("channel")
+        channel = self._channels.get(kind, self._default) if isinstance(kind, str) else self._default
+        name = channel.name if channel is not None else ""
         if channel is None:
-            result = SendResult.failure("no_channel", f"no channel for {message.get('channel')!r}", 0)
-            name = ""
+            result = SendResult.failure("no_channel", f"no channel for {kind!r}", 0)
         else:
-            name = channel.name
             try:
                 result = await channel.send(message)
             except Exception as exc:  # noqa: BLE001 - a channel bug becomes a failed delivery

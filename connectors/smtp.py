@@ -16,6 +16,7 @@ Reason codes: `smtp_<code>`, `smtp_auth`, `timeout`, `connection_error`, `circui
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import ssl
 from dataclasses import dataclass, field
@@ -69,6 +70,28 @@ class SmtpConfig:
         if self.timeout_s <= 0 or self.max_connections < 1:
             raise DeliveryConfigError(
                 f'"timeout_s" must be > 0 and "max_connections" >= 1: {self.timeout_s}, {self.max_connections}')
+
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "smtp") -> "SmtpConfig":
+        """From `ESPRESSO_SMTP_HOST` (required), `_PORT` (587), `_FROM` (required), `_FROM_NAME`,
+        `_TLS` (`starttls` default, `implicit` or `none`), `_CA_FILE`; credentials are read
+        from `ESPRESSO_SMTP_USER` / `ESPRESSO_SMTP_PASSWORD` when both are set."""
+        env = os.environ if environ is None else environ
+        tls = env.get("ESPRESSO_SMTP_TLS", "starttls")
+        if tls not in ("starttls", "implicit", "none"):
+            raise DeliveryConfigError(f'ESPRESSO_SMTP_TLS must be "starttls", "implicit" or "none": {tls!r}')
+        creds = bool(env.get("ESPRESSO_SMTP_USER")) and bool(env.get("ESPRESSO_SMTP_PASSWORD"))
+        try:
+            port = int(env.get("ESPRESSO_SMTP_PORT", "465" if tls == "implicit" else "587"))
+        except ValueError as exc:
+            raise DeliveryConfigError(f"ESPRESSO_SMTP_PORT must be a number: {exc}") from exc
+        return cls(host=env.get("ESPRESSO_SMTP_HOST", ""), port=port, name=name,
+                   from_addr=env.get("ESPRESSO_SMTP_FROM", ""), from_name=env.get("ESPRESSO_SMTP_FROM_NAME", ""),
+                   starttls=tls == "starttls", implicit_tls=tls == "implicit",
+                   username_env="ESPRESSO_SMTP_USER" if creds else None,
+                   password_env="ESPRESSO_SMTP_PASSWORD" if creds else None,
+                   ca_file=env.get("ESPRESSO_SMTP_CA_FILE") or None)
 
 
 def render_email(message: Mapping[str, Any], from_addr: str, from_name: str = "") -> EmailMessage:

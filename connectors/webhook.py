@@ -16,6 +16,7 @@ Reason codes: `http_<status>`, `timeout`, `connection_error`, `circuit_open`, `b
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -57,6 +58,28 @@ class WebhookConfig:
             raise DeliveryConfigError(f'"timeout_s" must be > 0: {self.timeout_s}')
         if self.max_connections < 1:
             raise DeliveryConfigError(f'"max_connections" must be >= 1: {self.max_connections}')
+
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "webhook") -> "WebhookConfig":
+        """From `ESPRESSO_WEBHOOK_URL` (required), `ESPRESSO_WEBHOOK_TIMEOUT` (seconds),
+        `ESPRESSO_WEBHOOK_MAX_ATTEMPTS`; the auth header value is read from
+        `ESPRESSO_WEBHOOK_AUTH` when that variable is set (header `ESPRESSO_WEBHOOK_AUTH_HEADER`,
+        default `Authorization`)."""
+        env = os.environ if environ is None else environ
+        url = env.get("ESPRESSO_WEBHOOK_URL", "")
+        if not url:
+            raise DeliveryConfigError("webhook: environment variable ESPRESSO_WEBHOOK_URL is not set")
+        try:
+            return cls(url=url, name=name,
+                       auth_env="ESPRESSO_WEBHOOK_AUTH" if env.get("ESPRESSO_WEBHOOK_AUTH") else None,
+                       auth_header=env.get("ESPRESSO_WEBHOOK_AUTH_HEADER", "Authorization"),
+                       timeout_s=float(env.get("ESPRESSO_WEBHOOK_TIMEOUT", "5")),
+                       retry=RetryPolicy(max_attempts=int(env.get("ESPRESSO_WEBHOOK_MAX_ATTEMPTS", "4"))))
+        except ValueError as exc:
+            if isinstance(exc, DeliveryConfigError):
+                raise
+            raise DeliveryConfigError(f"webhook: bad number in ESPRESSO_WEBHOOK_*: {exc}") from exc
 
 
 _RETRYABLE_STATUS = frozenset({429}) | frozenset(range(500, 600))

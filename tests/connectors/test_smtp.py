@@ -118,3 +118,15 @@ def test_config_errors():
     with pytest.raises(DeliveryConfigError, match="P_MISSING is not set"):
         SmtpChannel(SmtpConfig(host="h", from_addr="a@b", username_env="U", password_env="P_MISSING"),
                     environ={"U": "x"})
+
+
+def test_config_from_env():
+    """from_env reads ESPRESSO_SMTP_*; credentials are referenced by variable name."""
+    env = {"ESPRESSO_SMTP_HOST": "mx.test", "ESPRESSO_SMTP_FROM": "shop@x.test", "ESPRESSO_SMTP_TLS": "implicit",
+           "ESPRESSO_SMTP_USER": "u", "ESPRESSO_SMTP_PASSWORD": "pw-value"}
+    config = SmtpConfig.from_env(env)
+    assert (config.host, config.port, config.implicit_tls, config.starttls) == ("mx.test", 465, True, False)
+    assert (config.username_env, config.password_env) == ("ESPRESSO_SMTP_USER", "ESPRESSO_SMTP_PASSWORD")
+    assert "pw-value" not in repr(config)
+    with pytest.raises(DeliveryConfigError, match="ESPRESSO_SMTP_TLS"):
+        SmtpConfig.from_env({**env, "ESPRESSO_SMTP_TLS": "maybe"})

@@ -149,3 +149,15 @@ def test_half_open_failed_probe_reopens(webhook):
         await ch.close()
     asyncio.run(run())
     assert webhook.requests == 2
+
+
+def test_config_from_env_names_the_secret_variable_only():
+    """from_env reads ESPRESSO_WEBHOOK_*; the config keeps the auth variable's name, not its value."""
+    env = {"ESPRESSO_WEBHOOK_URL": "https://provider.test/hook", "ESPRESSO_WEBHOOK_AUTH": "Bearer sekret",
+           "ESPRESSO_WEBHOOK_TIMEOUT": "2.5", "ESPRESSO_WEBHOOK_MAX_ATTEMPTS": "6"}
+    config = WebhookConfig.from_env(env)
+    assert (config.url, config.auth_env, config.timeout_s, config.retry.max_attempts) == \
+        ("https://provider.test/hook", "ESPRESSO_WEBHOOK_AUTH", 2.5, 6)
+    assert "sekret" not in repr(config)
+    with pytest.raises(DeliveryConfigError, match="ESPRESSO_WEBHOOK_URL is not set"):
+        WebhookConfig.from_env({})
