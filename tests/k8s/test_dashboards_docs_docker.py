@@ -55,6 +55,20 @@ def test_segments_configmap_holds_valid_definitions():
     assert ids == ["email-espresso", "sms-espresso", "push-espresso"]
 
 
+def test_campaigns_configmap_holds_valid_campaigns():
+    """The mounted campaigns.yaml parses with espresso's campaign loader, on the mounted segments."""
+    import pytest
+    import yaml
+
+    definitions = pytest.importorskip("state.campaigns.definitions")
+    from state.definitions import parse_segments
+
+    data = load_docs(BASE / "espresso-configmap.yaml")[0]["data"]
+    segments = parse_segments(yaml.safe_load(data["segments.yaml"]), "segments.yaml")
+    campaigns = definitions.parse_campaigns(yaml.safe_load(data["campaigns.yaml"]), "campaigns.yaml", segments)
+    assert campaigns.campaigns
+
+
 def _dockerfile():
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     return [ln.strip() for ln in text.replace("\\\n", " ").splitlines() if ln.strip() and not ln.startswith("#")]
