@@ -238,10 +238,10 @@ def test_redis_down_mid_stream_pauses_then_resumes_exactly_once(webhook, redis_s
 def test_stale_claim_of_a_dead_worker_is_taken_over(webhook, redis_url, key_prefix):
     """A worker that claimed a message and died leaves a `sending` key: after the lease, another
     sender claims it again and delivers it once."""
-    dead_worker = RedisIdempotency(IdempotencyConfig(redis_url, key_prefix=key_prefix, lease_s=1.0))
+    dead_worker = RedisIdempotency(IdempotencyConfig(redis_url, key_prefix=key_prefix, lease_s=2.0))
     asyncio.run(_claim_and_close(dead_worker, message(21)["message_id"]))
-    with Run(webhook, redis_url, key_prefix, lease_s=1.0, timeout_s=0.2,
-             retry=RetryPolicy(max_attempts=1)) as run:
+    with Run(webhook, redis_url, key_prefix, lease_s=2.0, timeout_s=0.5,
+             retry=RetryPolicy(max_attempts=2, base_s=0.01, max_s=0.05)) as run:
         run.sender.submit(message(21))
         assert run.sender.flush(60)
     assert run.outcomes() == {"sent": 1}

@@ -69,9 +69,9 @@ def test_429_is_retried_honouring_retry_after(webhook):
 
 def test_timeout_is_retried(webhook):
     """A response slower than the timeout counts as a failed attempt and is retried."""
-    webhook.reset(lambda n, m: Reply(delay_s=3.0) if n == 1 else OK)
-    [result] = send(channel_for(webhook, timeout_s=0.5), message())
-    assert result.ok and result.attempts == 2
+    webhook.reset(lambda n, m: Reply(delay_s=5.0) if n == 1 else OK)
+    [result] = send(channel_for(webhook, timeout_s=1.0), message())
+    assert result.ok and result.attempts >= 2
     assert webhook.delivered() == {message()["message_id"]: 1}
 
 
@@ -138,11 +138,11 @@ def test_breaker_opens_then_half_opens_and_closes(webhook):
 def test_half_open_failed_probe_reopens(webhook):
     """A failing half-open probe opens the breaker again: following sends fail fast."""
     webhook.reset(lambda n, m: Reply(502))
-    ch = channel_for(webhook, retry=RetryPolicy(max_attempts=1), breaker=BreakerConfig(1, cooldown_s=0.3))
+    ch = channel_for(webhook, retry=RetryPolicy(max_attempts=1), breaker=BreakerConfig(1, cooldown_s=2.0))
 
     async def run():
         await ch.send(message(1))
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(2.1)
         probe = await ch.send(message(2))
         assert probe.reason == "http_502" and ch.breaker.state == OPEN
         assert (await ch.send(message(3))).reason == "circuit_open"
