@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -40,9 +40,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.idempotency import IdempotencyConfig, RedisIdempotency  # noqa: E402
-from connectors.sender import Sender, SenderConfig  # noqa: E402
-from connectors.webhook import WebhookChannel, WebhookConfig  # noqa: E402
+from connectors.idempotency import IdempotencyConfig, RedisIdempotency
+from connectors.sender import Sender, SenderConfig
+from connectors.webhook import WebhookChannel, WebhookConfig
 
 TARGET_RATE = 5000.0
 TARGET_P99_MS = 100.0
@@ -175,7 +175,8 @@ def _machine() -> dict:
             versions[pkg] = None
     redis_version = ""
     if shutil.which("redis-server"):
-        redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
+        redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
+                                       check=False).stdout.strip()
     return {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_model": model,
             "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "packages": versions,
             "redis_server": redis_version}
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = sorted(r["messages_per_s"] for r in runs)
     best, median = rates[-1], statistics.median(rates)
     result = {
-        "bench": "delivery", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bench": "delivery", "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {"max_in_flight": args.max_in_flight, "max_queued": args.max_queued, "channel": "webhook",
                    "idempotency": "redis", "server": "minimal HTTP/1.1 keep-alive, separate process"},
         "machine": machine_before | {"load_avg_after": os.getloadavg()},
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"delivery-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = out / f"delivery-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"median {median:.0f} msg/s (target {TARGET_RATE:.0f}), p99 {latency['p99_ms']} ms at "
           f"{args.rate:.0f}/s (target {TARGET_P99_MS:.0f}); written {path}")

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 __all__ = [
-    "DeliveryConfigError",
-    "SendResult",
-    "Channel",
-    "RetryPolicy",
     "OUTCOMES",
-    "secret_from_env",
+    "Channel",
+    "DeliveryConfigError",
+    "RetryPolicy",
+    "SendResult",
     "required",
+    "secret_from_env",
 ]
 
 #: Decision outcomes (docs/interfaces.md); the sender emits `sent`, `failed`, `skipped_duplicate`.
@@ -46,11 +47,11 @@ class SendResult:
     attempts: int = 1
 
     @classmethod
-    def success(cls, attempts: int = 1) -> "SendResult":
+    def success(cls, attempts: int = 1) -> SendResult:
         return cls(True, "", "", attempts)
 
     @classmethod
-    def failure(cls, reason: str, detail: str = "", attempts: int = 1) -> "SendResult":
+    def failure(cls, reason: str, detail: str = "", attempts: int = 1) -> SendResult:
         return cls(False, reason, detail, attempts)
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aredis
 from redis import exceptions as rx
@@ -31,8 +32,19 @@ from redis import exceptions as rx
 from connectors.delivery import DeliveryConfigError
 
 __all__ = [
-    "IdempotencyConfig", "Claim", "IdempotencyStore", "RedisIdempotency", "MemoryIdempotency",
-    "StoreUnavailable", "CLAIMED", "RECLAIMED", "SENT", "HELD", "MARK_KEPT", "MARK_TAKEN", "MARK_MISSING",
+    "CLAIMED",
+    "HELD",
+    "MARK_KEPT",
+    "MARK_MISSING",
+    "MARK_TAKEN",
+    "RECLAIMED",
+    "SENT",
+    "Claim",
+    "IdempotencyConfig",
+    "IdempotencyStore",
+    "MemoryIdempotency",
+    "RedisIdempotency",
+    "StoreUnavailable",
 ]
 
 CLAIMED, RECLAIMED, SENT, HELD = "claimed", "reclaimed", "sent", "held"

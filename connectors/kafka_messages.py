@@ -17,16 +17,24 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors.delivery import DeliveryConfigError, SendResult
 
-__all__ = ["KafkaMessagesConfig", "KafkaMessageChannel", "KafkaRecordWriter", "kafka_settings_from_env",
-           "MESSAGES_TOPIC", "MESSAGES_DLQ_TOPIC", "DECISIONS_TOPIC"]
+__all__ = [
+    "DECISIONS_TOPIC",
+    "MESSAGES_DLQ_TOPIC",
+    "MESSAGES_TOPIC",
+    "KafkaMessageChannel",
+    "KafkaMessagesConfig",
+    "KafkaRecordWriter",
+    "kafka_settings_from_env",
+]
 
 log = logging.getLogger(__name__)
 

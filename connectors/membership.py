@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.delivery import DeliveryConfigError
 
-__all__ = ["MembershipConfig", "MembershipView", "ApplyStats", "MembershipSink"]
+__all__ = ["ApplyStats", "MembershipConfig", "MembershipSink", "MembershipView"]
 
 log = logging.getLogger(__name__)
 

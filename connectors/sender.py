@@ -29,18 +29,34 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Self
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.delivery import Channel, DeliveryConfigError, SendResult
-from connectors.idempotency import (CLAIMED, HELD, MARK_KEPT, MARK_TAKEN, RECLAIMED, SENT, IdempotencyStore,
-                                    StoreUnavailable)
+from connectors.idempotency import (
+    CLAIMED,
+    HELD,
+    MARK_KEPT,
+    MARK_TAKEN,
+    RECLAIMED,
+    SENT,
+    IdempotencyStore,
+    StoreUnavailable,
+)
 from state.timeutil import format_ms
 
-__all__ = ["SenderConfig", "Sender", "SenderStats", "SenderClosed", "MessageSink",
-           "decision_record", "dead_letter_record"]
+__all__ = [
+    "MessageSink",
+    "Sender",
+    "SenderClosed",
+    "SenderConfig",
+    "SenderStats",
+    "dead_letter_record",
+    "decision_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +212,7 @@ class Sender:
 
     # ---- dataflow thread -------------------------------------------------------------
 
-    def start(self) -> "Sender":
+    def start(self) -> Sender:
         """Start the sender thread and the channels; raises their start-up errors."""
         if self._thread is not None:
             return self
@@ -216,6 +232,7 @@ class Sender:
         ready.wait()
         if errors:
             self._thread.join()
+            self._failure = errors[0]
             raise errors[0]
         return self
 
@@ -230,12 +247,15 @@ class Sender:
         if self._thread is None:
             raise SenderClosed(f"sender {self.config.name} is not started: call start() first")
         item = _Item(message, str(next(self._tokens)))
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._unfinished >= self.config.max_queued and not self._closed:
+            while self._unfinished >= self.config.max_queued and not self._closed and self._failure is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"sender {self.config.name}: queue full for {timeout}s")
                 self._waiting += 1
                 try:
-                    if not self._cond.wait(timeout):
-                        raise TimeoutError(f"sender {self.config.name}: queue full for {timeout}s")
+                    self._cond.wait(left)
                 finally:
                     self._waiting -= 1
             if self._closed or self._failure is not None:
@@ -285,7 +305,7 @@ class Sender:
             return SenderStats(s.submitted, s.sent, s.failed, s.duplicates, s.lost_claims, s.missing_claims,
                                s.store_outages, self._unfinished, s.store_down)
 
-    def __enter__(self) -> "Sender":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -361,7 +381,7 @@ class Sender:
                 timeout = max(0.0, min(i.not_before for i in self._parked) - now)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _claim(self, batch: list[_Item]) -> None:
@@ -399,7 +419,7 @@ class Sender:
         else:
             try:
                 result = await channel.send(message)
-            except Exception as exc:  # noqa: BLE001 - a channel bug becomes a failed delivery
+            except Exception as exc:
                 log.exception("sender %s: channel %s raised", self.config.name, name)
                 result = SendResult.failure("internal_error", type(exc).__name__, 0)
         self._free_slot()
@@ -482,7 +502,7 @@ class Sender:
     def _call(self, callback: Callable[[dict], None], record: dict) -> None:
         try:
             callback(record)
-        except Exception:  # noqa: BLE001 - a bad callback must not stop delivery
+        except Exception:
             log.exception("sender %s: callback %r raised", self.config.name, callback)
 
 
@@ -521,7 +541,7 @@ class _Batcher:
 async def _quietly(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
-    except Exception:  # noqa: BLE001 - shutting down
+    except Exception:
         log.debug("error while closing", exc_info=True)
 
 
@@ -539,7 +559,6 @@ class _SenderPartition(StatefulSinkPartition):
         if not self._sender.flush(self._flush_timeout):
             raise TimeoutError(f"sender {self._sender.config.name}: not drained in {self._flush_timeout}s "
                                "at snapshot; refusing to commit the epoch")
-        return None
 
     def close(self) -> None:
         self._sender.close()

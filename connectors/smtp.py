@@ -19,17 +19,18 @@ import asyncio
 import os
 import random
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import Any, Mapping
+from typing import Any
 
 import aiosmtplib
 
 from connectors.breaker import BreakerConfig, CircuitBreaker
 from connectors.delivery import DeliveryConfigError, RetryPolicy, SendResult, required, secret_from_env
 
-__all__ = ["SmtpConfig", "SmtpChannel", "render_email"]
+__all__ = ["SmtpChannel", "SmtpConfig", "render_email"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class SmtpConfig:
 
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "smtp") -> "SmtpConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "smtp") -> SmtpConfig:
         """From `ESPRESSO_SMTP_HOST` (required), `_PORT` (587), `_FROM` (required), `_FROM_NAME`,
         `_TLS` (`starttls` default, `implicit` or `none`), `_CA_FILE`; credentials are read
         from `ESPRESSO_SMTP_USER` / `ESPRESSO_SMTP_PASSWORD` when both are set."""
@@ -159,7 +160,7 @@ class SmtpChannel:
         for smtp in idle:
             try:
                 await smtp.quit(timeout=self.config.timeout_s)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 smtp.close()
 
     async def send(self, message: Mapping[str, Any]) -> SendResult:

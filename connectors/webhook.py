@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,7 +29,7 @@ import orjson
 from connectors.breaker import BreakerConfig, CircuitBreaker
 from connectors.delivery import DeliveryConfigError, RetryPolicy, SendResult, secret_from_env
 
-__all__ = ["WebhookConfig", "WebhookChannel"]
+__all__ = ["WebhookChannel", "WebhookConfig"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class WebhookConfig:
 
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "webhook") -> "WebhookConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None, name: str = "webhook") -> WebhookConfig:
         """From `ESPRESSO_WEBHOOK_URL` (required), `ESPRESSO_WEBHOOK_TIMEOUT` (seconds),
         `ESPRESSO_WEBHOOK_MAX_ATTEMPTS`; the auth header value is read from
         `ESPRESSO_WEBHOOK_AUTH` when that variable is set (header `ESPRESSO_WEBHOOK_AUTH_HEADER`,
@@ -154,7 +155,7 @@ class WebhookChannel:
                 await resp.read()
                 status = resp.status
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.breaker.record(False)
             return SendResult.failure("timeout", f"no response within {self.config.timeout_s}s", attempt), True, None
         except aiohttp.ClientError as exc:

@@ -12,8 +12,8 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import orjson
 from aiohttp import web
@@ -55,7 +55,7 @@ class WebhookServer:
             self.headers: list[dict] = []
             self.bodies: list[dict] = []
 
-    def start(self) -> "WebhookServer":
+    def start(self) -> WebhookServer:
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -33,17 +33,17 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 
 
 class _Handler:
-    def __init__(self, server: "SmtpServer") -> None:
+    def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.server.reject_rcpt.get(address)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.server.lock:
             self.server.messages.append(mail)
@@ -72,7 +72,7 @@ class SmtpServer:
             _Handler(self), hostname="127.0.0.1", port=self.port, tls_context=ctx, require_starttls=True,
             auth_required=True, auth_require_tls=True, authenticator=_authenticator)
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self._controller.start()
         return self
 

@@ -9,8 +9,19 @@ import pytest
 import redis
 
 from connectors.delivery import DeliveryConfigError
-from connectors.idempotency import (CLAIMED, HELD, MARK_KEPT, MARK_MISSING, MARK_TAKEN, RECLAIMED, SENT,
-                                    IdempotencyConfig, MemoryIdempotency, RedisIdempotency, StoreUnavailable)
+from connectors.idempotency import (
+    CLAIMED,
+    HELD,
+    MARK_KEPT,
+    MARK_MISSING,
+    MARK_TAKEN,
+    RECLAIMED,
+    SENT,
+    IdempotencyConfig,
+    MemoryIdempotency,
+    RedisIdempotency,
+    StoreUnavailable,
+)
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

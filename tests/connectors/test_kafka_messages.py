@@ -10,8 +10,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.delivery import DeliveryConfigError
 from connectors.idempotency import IdempotencyConfig, RedisIdempotency
-from connectors.kafka_messages import (KafkaMessageChannel, KafkaMessagesConfig, KafkaRecordWriter,
-                                       kafka_settings_from_env)
+from connectors.kafka_messages import (
+    KafkaMessageChannel,
+    KafkaMessagesConfig,
+    KafkaRecordWriter,
+    kafka_settings_from_env,
+)
 from connectors.sender import Sender, SenderConfig
 
 pytestmark = pytest.mark.integration

@@ -47,7 +47,7 @@ def test_email_delivered_over_starttls_with_auth(smtp_server):
     assert result.ok, result
     [mail] = smtp_server.messages
     mail_from, rcpts, over_tls, authenticated = smtp_server.envelopes[0]
-    assert (mail_from, rcpts, over_tls) == ("shop@espresso.test", ["person1@example.com"], True)
+    assert (mail_from, rcpts, over_tls, authenticated) == ("shop@espresso.test", ["person1@example.com"], True, True)
     assert mail["Subject"] == "Ana, your cart misses you"
     assert mail["To"] == "Ana Lima <person1@example.com>"
     assert mail["From"] == "The Shop <shop@espresso.test>"
