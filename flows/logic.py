@@ -72,7 +72,12 @@ class ShardLogic(StatefulBatchLogic):
             self.shard = Shard(cfg.program, cfg.dedup_horizon)
             self.frontier, self.arrival_ms = NEVER, 0
         else:
-            state, self.frontier, self.arrival_ms = resume
+            state, self.frontier, self.arrival_ms, *taken = resume
+            if taken:
+                # Resume the idle clock where the snapshot left it: the time the flow was
+                # down is not idle input (its events are still in Kafka), so it must not
+                # advance the watermark before the backlog is read.
+                self.arrival_ms = wall_ms() - max(0, taken[0] - self.arrival_ms)
             self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
 
     def watermark(self, now_ms: int | None = None) -> int:
@@ -118,6 +123,7 @@ class ShardLogic(StatefulBatchLogic):
         wall = self.arrival_ms + (due + 1 - (self.frontier - self.cfg.allowed_lateness_ms))
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)
 
-    def snapshot(self) -> tuple[ShardState, int, int]:
-        return self.shard.snapshot(), self.frontier, self.arrival_ms
+    def snapshot(self) -> tuple[ShardState, int, int, int]:
+        """(state, frontier, arrival wall ms, wall ms of the snapshot); 3-tuples still resume."""
+        return self.shard.snapshot(), self.frontier, self.arrival_ms, wall_ms()
 
