@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 from state.errors import EspressoError
 
-__all__ = ["KafkaConfig", "KafkaConfigError", "SECURITY_ENV", "security_from_env", "masked"]
+__all__ = ["KafkaConfig", "KafkaConfigError", "SECURITY_ENV", "security_from_env", "masked", "parse_settings",
+           "PRODUCER_ENV", "CONSUMER_ENV"]
 
 #: environment variable -> librdkafka setting
 SECURITY_ENV = {
@@ -25,6 +26,9 @@ SECURITY_ENV = {
 
 _SECRET_WORDS = ("password", "secret", "key.pem", "token")
 
+#: Extra librdkafka settings for tuning, "name=value,name=value" (e.g. fetch.wait.max.ms=10).
+PRODUCER_ENV, CONSUMER_ENV = "KAFKA_PRODUCER_SETTINGS", "KAFKA_CONSUMER_SETTINGS"
+
 
 class KafkaConfigError(EspressoError):
     """Kafka settings that cannot work; the message names the flag/variable and the fix."""
@@ -34,6 +38,17 @@ def security_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str
     """librdkafka security settings from the `KAFKA_*` variables that are set and non-empty."""
     env = os.environ if environ is None else environ
     return {setting: env[var] for var, setting in SECURITY_ENV.items() if env.get(var)}
+
+
+def parse_settings(text: str, var: str) -> dict[str, str]:
+    """`name=value,name=value` -> {name: value}; errors name the variable."""
+    out: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise KafkaConfigError(f"{var}: expected name=value[,name=value...], got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,6 +63,8 @@ class KafkaConfig:
     bootstrap_servers: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     client_id: str = "espresso"
+    producer_settings: Mapping[str, Any] = field(default_factory=dict)
+    consumer_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers or not self.bootstrap_servers.strip():
@@ -70,11 +87,16 @@ class KafkaConfig:
                  **kw: Any) -> "KafkaConfig":
         env = os.environ if environ is None else environ
         servers = bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        kw.setdefault("producer_settings", parse_settings(env.get(PRODUCER_ENV, ""), PRODUCER_ENV))
+        kw.setdefault("consumer_settings", parse_settings(env.get(CONSUMER_ENV, ""), CONSUMER_ENV))
         return cls(servers, security_from_env(env), **kw)
 
     def __repr__(self) -> str:
         return (f"KafkaConfig(bootstrap_servers={self.bootstrap_servers!r}, "
-                f"settings={masked(self.settings)!r}, client_id={self.client_id!r})")
+                f"settings={masked(self.settings)!r}, client_id={self.client_id!r}"
+                + (f", producer_settings={masked(self.producer_settings)!r}" if self.producer_settings else "")
+                + (f", consumer_settings={masked(self.consumer_settings)!r}" if self.consumer_settings else "")
+                + ")")
 
     __str__ = __repr__
 
@@ -93,6 +115,7 @@ class KafkaConfig:
             "fetch.wait.max.ms": 20,
             "socket.nagle.disable": True,
         })
+        conf.update(self.consumer_settings)
         conf.update(extra)
         return conf
 
@@ -103,9 +126,9 @@ class KafkaConfig:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            "compression.type": "lz4",
             "socket.nagle.disable": True,
         })
+        conf.update(self.producer_settings)
         conf.update(extra)
         return conf
 

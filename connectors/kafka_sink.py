@@ -7,8 +7,8 @@ Delivery without per-batch flushes, and without loss across crashes:
 - `write_batch` only hands messages to librdkafka and serves delivery reports with
   `poll(0)`; librdkafka sends them within `linger.ms` (5 ms), so latency stays low;
 - the sinks are `FixedPartitionedSink`s so that Bytewax calls `snapshot()` on them at the
-  end of every epoch, and `snapshot()` flushes: an epoch is committed to the recovery
-  store only once everything it wrote is acknowledged by the brokers. After a crash the
+  end of every epoch, and `snapshot()` flushes (when recovery is on): an epoch is committed
+  to the recovery store only once everything it wrote is acknowledged by the brokers. After a crash the
   flow resumes from the last committed epoch and writes the rest again (at-least-once,
   with the same `change_id`s).
 
@@ -61,7 +61,7 @@ class SharedProducer:
 
     @classmethod
     def get(cls, cfg: KafkaConfig) -> "SharedProducer":
-        key = (cfg.bootstrap_servers, tuple(sorted(cfg.settings.items())))
+        key = tuple(sorted((k, str(v)) for k, v in cfg.producer().items()))
         with cls._lock:
             sp = cls._all.get(key)
             if sp is None:
@@ -153,8 +153,9 @@ class _Part(StatefulSinkPartition):
 
     def snapshot(self) -> None:
         # End of an epoch: everything written in it must be durable before the epoch
-        # is committed to the recovery store.
-        if self.dirty:
+        # is committed to the recovery store. Without recovery nothing is committed (a
+        # restart reads the input from the beginning), so the flow need not wait.
+        if self.dirty and self.sink.flush_on_snapshot:
             self.sp.flush()
             self.dirty = False
         return None
@@ -166,8 +167,8 @@ class _Part(StatefulSinkPartition):
 class _KafkaSink(FixedPartitionedSink):
     """Items are `(key, record)`: the key picks the sink partition (kept per contact)."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, parts: int = SINK_PARTS) -> None:
-        self.cfg, self.topic, self.parts = cfg, topic, parts
+    def __init__(self, cfg: KafkaConfig, topic: str, parts: int = SINK_PARTS, flush_on_snapshot: bool = True) -> None:
+        self.cfg, self.topic, self.parts, self.flush_on_snapshot = cfg, topic, parts, flush_on_snapshot
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.parts)]

@@ -262,8 +262,9 @@ def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None):
     cfg = cfg or rc.flow_config()
     source = KafkaEventSource(rc.kafka, rc.input_topic, group_id=rc.group_id, batch_size=rc.batch_size,
                               stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000)
-    return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic),
-                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic), "espresso")
+    durable = rc.recovery_dir is not None  # flush at each epoch only when epochs are committed
+    return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable),
+                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable), "espresso")
 
 
 def prepare_recovery(rc: RunConfig) -> Any:
