@@ -122,9 +122,10 @@ class SharedProducer:
                 left = self.producer.flush(timeout)
 
 
-def encode_change(change: Any, now_ms: int) -> bytes:
+def encode_change(change: Any, processed_at: str) -> bytes:
+    """The change record plus `processed_at` (an ISO instant, formatted once per batch)."""
     rec = change.record()
-    rec["processed_at"] = format_ms(now_ms)
+    rec["processed_at"] = processed_at
     return orjson.dumps(rec)
 
 
@@ -195,7 +196,7 @@ class KafkaChangeSink(_KafkaSink):
         return change.contact_id
 
     def write(self, sp: SharedProducer, values: list, report: Callable) -> None:
-        now = time.time_ns() // 1_000_000
+        now = format_ms(time.time_ns() // 1_000_000)
         topic = self.topic
         for ch in values:
             sp.produce(topic, encode_change(ch, now), ch.contact_id.encode(), None, report)

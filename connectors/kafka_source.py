@@ -68,22 +68,13 @@ class _KafkaPartition(StatefulSourcePartition):
         msgs = self.consumer.consume(src.batch_size, src.poll_timeout_s)
         now = time.monotonic()
         records = []
-        next_offset = self.next_offset
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() == _EOF:
-                    if src.stop_at_end:
-                        self.eof = True
-                    continue
-                health.count_source_error(self.topic, self.partition, err.name())
-                log.warning("kafka %s[%d]: %s", self.topic, self.partition, err.str())
-                continue
-            value = msg.value()
-            off = msg.offset()
-            records.append((b"" if value is None else value, off))
-            next_offset = off + 1
-        self.next_offset = next_offset
+        if msgs:
+            # Fast path: no error in the batch (a value of None, a tombstone, is b"").
+            records = [(m.value() or b"", m.offset()) for m in msgs if m.error() is None]
+            if len(records) != len(msgs):
+                records = self._with_errors(msgs)
+            if records:
+                self.next_offset = records[-1][1] + 1
         health.HEALTH.beat()
         if self.first:
             self.first = False
@@ -98,6 +89,20 @@ class _KafkaPartition(StatefulSourcePartition):
         # Nothing read: poll again soon, without spinning a core.
         self.awake = datetime.now(timezone.utc) + timedelta(seconds=src.idle_poll_s)
         return []
+
+    def _with_errors(self, msgs: list) -> list:
+        records = []
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                records.append((msg.value() or b"", msg.offset()))
+            elif err.code() == _EOF:
+                if self.src.stop_at_end:
+                    self.eof = True
+            else:
+                health.count_source_error(self.topic, self.partition, err.name())
+                log.warning("kafka %s[%d]: %s", self.topic, self.partition, err.str())
+        return records
 
     def next_awake(self) -> datetime | None:
         return self.awake

@@ -105,8 +105,11 @@ class RunConfig:
         from state.program import compile_program
 
         program = compile_program(load_segments(self.segments))
+        # The horizon is per input partition, split over its shards (each shard preallocates
+        # tables for its share: 32 bytes per id).
+        per_shard = max(1, -(-self.dedup_horizon // self.shards_per_partition))
         return FlowConfig(program, mode=LIVE, allowed_lateness_ms=self.allowed_lateness_ms,
-                          shards_per_partition=self.shards_per_partition, dedup_horizon=self.dedup_horizon)
+                          shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard)
 
 
 # -- command line ------------------------------------------------------------------
@@ -163,7 +166,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="state shards per input partition: the unit of parallelism after intake "
                         "[env ESPRESSO_SHARDS_PER_PARTITION] (default %(default)s)")
     s.add_argument("--dedup-horizon", type=int, default=int(_env("ESPRESSO_DEDUP_HORIZON", 262_144)),
-                   help="event ids remembered per shard to drop redeliveries (default %(default)s)")
+                   help="event ids remembered per input partition (split over its shards) to drop "
+                        "redelivered events [env ESPRESSO_DEDUP_HORIZON] (default %(default)s)")
 
     o = p.add_argument_group("Operation")
     o.add_argument("--metrics-port", type=int, default=int(_env("ESPRESSO_METRICS_PORT", 9464)),
@@ -274,18 +278,22 @@ def prepare_recovery(rc: RunConfig) -> Any:
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
     d = rc.recovery_dir
+    if d.exists() and not d.is_dir():
+        raise RunConfigError(f"--recovery-dir (ESPRESSO_RECOVERY_DIR): {d} is not a directory")
     has_parts = d.is_dir() and any(d.glob("part-*.sqlite3"))
-    if not has_parts:
-        if d.exists() and not d.is_dir():
-            raise RunConfigError(f"--recovery-dir (ESPRESSO_RECOVERY_DIR): {d} is not a directory")
-        if not rc.single_process:
-            raise RunConfigError(
-                f"--recovery-dir {d} has no recovery partitions; in a multi-process cluster create them once "
-                f"with `python -m bytewax.recovery {d} N` (N >= number of workers) on a volume every process "
-                "can read, or give each process its own subset of the N partitions")
+    if not has_parts and rc.single_process:
+        n = int(os.environ.get("ESPRESSO_RECOVERY_PARTITIONS") or max(1, rc.workers))
         d.mkdir(parents=True, exist_ok=True)
-        init_db_dir(d, max(1, rc.workers))
-        log.info("created %d recovery partitions in %s", max(1, rc.workers), d)
+        init_db_dir(d, n)
+        log.info("created %d recovery partitions in %s (first start)", n, d)
+    elif not has_parts:
+        if not d.is_dir():
+            raise RunConfigError(
+                f"--recovery-dir {d} does not exist; in a multi-process cluster create the recovery partitions "
+                f"once with `python -m bytewax.recovery DIR N` (N >= number of processes) and give each "
+                "process its share of the part-*.sqlite3 files (docs/operations.md)")
+        # A process may hold none of the partitions: Bytewax checks the cluster has them all.
+        log.warning("%s holds no recovery partitions; the other processes must hold them all", d)
     return RecoveryConfig(d)
 
 
