@@ -73,7 +73,12 @@ class _SinkPartition(StatelessSinkPartition):
         self._encode = encode
 
     def write_batch(self, items: list) -> None:
-        self._f.write(b"".join(self._encode(x) + b"\n" for x in items))
+        # One write per item into the file's buffer: a batch can be every change due at
+        # the end of a replay, too many to join into one bytes object first.
+        write, encode = self._f.write, self._encode
+        for x in items:
+            write(encode(x))
+            write(b"\n")
 
     def close(self) -> None:
         self._f.close()
