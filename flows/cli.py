@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from state.dedup import DEFAULT_HORIZON
 from state.errors import EspressoError
 from state.timeutil import parse_ts
 
@@ -33,8 +34,8 @@ def _replay_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dead-letters", type=Path,
                    help="JSONL file for invalid lines with reasons (default: OUT.dead-letters.jsonl)")
     p.add_argument("--shards", type=int, default=1, help="shards (default 1; output order is only stable with 1)")
-    p.add_argument("--dedup-horizon", type=int, default=262_144,
-                   help="event ids remembered per shard to drop redeliveries (default 262144)")
+    p.add_argument("--dedup-horizon", type=int, default=DEFAULT_HORIZON,
+                   help=f"event ids remembered to drop redeliveries (default {DEFAULT_HORIZON})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from state.dedup import DEFAULT_HORIZON
 from state.program import Program
 
 __all__ = ["FlowConfig", "REPLAY", "LIVE"]
@@ -27,7 +28,7 @@ class FlowConfig:
     until_ms: int | None = None
     allowed_lateness_ms: int = 60_000
     shards_per_partition: int = 1
-    dedup_horizon: int = 262_144
+    dedup_horizon: int = DEFAULT_HORIZON
     max_event_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ import orjson
 from bytewax.testing import run_main
 
 from connectors.files import JsonlEventSource, JsonlSink
+from state.dedup import DEFAULT_HORIZON
 from state.definitions import load_segments
 from state.program import compile_program
 
@@ -34,7 +35,7 @@ def default_dead_letter_path(out: Path) -> Path:
 
 def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None = None,
            dead_letters: Path | None = None, shards: int = 1, batch_lines: int = 2000,
-           dedup_horizon: int = 262_144, progress: bool | None = None) -> ReplayResult:
+           dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None) -> ReplayResult:
     program = compile_program(load_segments(segments))
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
                      dedup_horizon=dedup_horizon)

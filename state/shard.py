@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .changes import Change
-from .dedup import SeenIds, id_hash
+from .dedup import DEFAULT_HORIZON, SeenIds, id_hash
 from .events import Event
 from .program import BITS, CLOCK, NO_TIMER, SCHED, SEQ, Program
 
@@ -60,7 +60,7 @@ class ShardState:
 
 
 class Shard:
-    def __init__(self, program: Program, dedup_horizon: int = 262_144, state: ShardState | None = None) -> None:
+    def __init__(self, program: Program, dedup_horizon: int = DEFAULT_HORIZON, state: ShardState | None = None) -> None:
         self.program = program
         if state is None:
             self.cids: list[str] = []
