@@ -91,6 +91,17 @@ def test_kafka_secrets_are_masked_and_passed_to_librdkafka():
     assert security_from_env({"KAFKA_SASL_USERNAME": ""}) == {}
 
 
+def test_librdkafka_settings_pass_through_and_bad_ones_name_the_variable():
+    """KAFKA_PRODUCER_SETTINGS / KAFKA_CONSUMER_SETTINGS tune librdkafka; a malformed item is
+    refused with the variable's name."""
+    cfg = KafkaConfig.from_env("b:9092", {"KAFKA_PRODUCER_SETTINGS": "linger.ms=20, enable.idempotence=false",
+                                          "KAFKA_CONSUMER_SETTINGS": "fetch.wait.max.ms=5"})
+    assert cfg.producer()["linger.ms"] == "20" and cfg.producer()["enable.idempotence"] == "false"
+    assert cfg.consumer("g")["fetch.wait.max.ms"] == "5"
+    with pytest.raises(KafkaConfigError, match="KAFKA_PRODUCER_SETTINGS"):
+        KafkaConfig.from_env("b:9092", {"KAFKA_PRODUCER_SETTINGS": "linger.ms"})
+
+
 def test_sasl_without_credentials_is_refused():
     """SASL PLAIN/SCRAM need a username and a password: said at start-up, not at first connect."""
     with pytest.raises(KafkaConfigError, match="KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):

@@ -48,6 +48,15 @@ def test_create_topics_then_probes_and_metrics(kafka_bootstrap, tmp_path):
     tag = f"ops-{now_ms()}"
     topics = (f"{tag}-events", f"{tag}-changes", f"{tag}-dlq")
     port = free_port()
+    from tests.servers import delete_topics
+    request_cleanup = list(topics)
+    try:
+        _probes_and_metrics(kafka_bootstrap, tmp_path, topics, port)
+    finally:
+        delete_topics(kafka_bootstrap, request_cleanup)
+
+
+def _probes_and_metrics(kafka_bootstrap, tmp_path, topics, port) -> None:
     with Espresso(tmp_path, kafka_bootstrap, topics, "--create-topics", "--partitions", "3",
                   metrics_port=port) as flow:
         flow.wait_ready()
