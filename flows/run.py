@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
+from state.dedup import DEFAULT_HORIZON
 from state.errors import EspressoError
 from state.timeutil import format_duration, parse_duration
 
@@ -50,7 +51,7 @@ class RunConfig:
     segments: Path | None = None
     allowed_lateness_ms: int = 60_000
     shards_per_partition: int = 8
-    dedup_horizon: int = 262_144
+    dedup_horizon: int = DEFAULT_HORIZON
     metrics_port: int | None = 9464
     recovery_dir: Path | None = None
     create_topics: bool = False
@@ -164,7 +165,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--shards-per-partition", type=int, default=int(_env("ESPRESSO_SHARDS_PER_PARTITION", 8)),
                    help="state shards per input partition: the unit of parallelism after intake "
                         "[env ESPRESSO_SHARDS_PER_PARTITION] (default %(default)s)")
-    s.add_argument("--dedup-horizon", type=int, default=int(_env("ESPRESSO_DEDUP_HORIZON", 262_144)),
+    s.add_argument("--dedup-horizon", type=int, default=int(_env("ESPRESSO_DEDUP_HORIZON", DEFAULT_HORIZON)),
                    help="event ids remembered per input partition (split over its shards) to drop "
                         "redelivered events [env ESPRESSO_DEDUP_HORIZON] (default %(default)s)")
 
