@@ -42,6 +42,9 @@ class Measured:
     polls: int
     stderr_tail: str = ""
     samples: list[tuple[float, int]] = field(default_factory=list)
+    #: 1-minute load average of the machine when the command started and ended.
+    load_before: float = 0.0
+    load_after: float = 0.0
 
     @property
     def cpu_s(self) -> float:
@@ -103,6 +106,7 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
     """Run `cmd` to completion in a fresh process and measure it alone."""
     out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+    load_before = os.getloadavg()[0]
     fd, ru_path = tempfile.mkstemp(prefix="bench-rusage-", suffix=".json")
     os.close(fd)
     try:
@@ -158,7 +162,8 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
                     user_s=round(ru["user"], 3), sys_s=round(ru["sys"], 3),
                     peak_rss_kernel=ru["maxrss_kb"] * 1024, launcher_rss=ru["launcher_maxrss_kb"] * 1024,
                     peak_rss_hwm=state["hwm"], peak_rss_polled=state["peak"], polls=state["polls"],
-                    stderr_tail=tail, samples=state["samples"])
+                    stderr_tail=tail, samples=state["samples"], load_before=load_before,
+                    load_after=os.getloadavg()[0])
 
 
 def count_lines(path: Path) -> int:

@@ -68,13 +68,27 @@ def warm_cache(path: Path) -> None:
             pass
 
 
-def run_system(name: str, cmd_for, events: Path, until: str, out_dir: Path, label: str, env: dict) -> tuple[Measured, Path]:
+def wait_idle(max_s: float) -> None:
+    if max_s <= 0:
+        return
+    limit = 0.5 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    deadline = time.time() + max_s
+    while os.getloadavg()[0] > limit and time.time() < deadline:
+        time.sleep(5)
+    if os.getloadavg()[0] > limit:
+        print(f"  still busy after {max_s:g} s (load {os.getloadavg()[0]:.2f}); measuring anyway",
+              file=sys.stderr, flush=True)
+
+
+def run_system(name: str, cmd_for, events: Path, until: str, out_dir: Path, label: str, env: dict,
+               idle_s: float = 0) -> tuple[Measured, Path]:
     out = out_dir / f"{name}-{label}.changes.jsonl"
     dead = out_dir / f"{name}-{label}.changes.dead-letters.jsonl"
     for p in (out, dead):
         p.unlink(missing_ok=True)
     cmd = cmd_for(events, until, out)
-    print(f"  {name} ({label}): {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    wait_idle(idle_s)
+    print(f"  {name} ({label}): {shlex.join(cmd)}  [load {os.getloadavg()[0]:.2f}]", file=sys.stderr, flush=True)
     m = run_measured(cmd, cwd=REPO, env=env, stdout_path=out_dir / f"{name}-{label}.stdout",
                      stderr_path=out_dir / f"{name}-{label}.stderr")
     if m.returncode != 0:
@@ -133,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-compare", action="store_true", help="do not compare the two systems' changes")
     p.add_argument("--repeat", type=int, default=1, help="full-stream runs per system; the fastest is reported")
     p.add_argument("--regenerate", action="store_true", help="regenerate the stream even if cached")
+    p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                   help="before each measured run, wait up to SECONDS for the 1-min load average to drop "
+                        "below 0.5 per core (shared machines)")
     p.add_argument("--data-dir", type=Path, default=BENCH / "data")
     p.add_argument("--results-dir", type=Path, default=BENCH / "results")
     p.add_argument("--keep-outputs", action="store_true", help="keep the changes files under DATA_DIR/out/")
@@ -173,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for name, cmd_for in systems:
         print(f"{name}:", file=sys.stderr, flush=True)
-        tiny_m, _ = run_system(name, cmd_for, tiny, tiny_until, out_dir, "tiny", env)
+        tiny_m, _ = run_system(name, cmd_for, tiny, tiny_until, out_dir, "tiny", env, a.wait_idle)
         runs = []
         for i in range(max(1, a.repeat) if tiny_m.returncode == 0 else 0):
-            m, out = run_system(name, cmd_for, events, until, out_dir, "full" if a.repeat == 1 else f"full{i + 1}", env)
+            m, out = run_system(name, cmd_for, events, until, out_dir, "full" if a.repeat == 1 else f"full{i + 1}", env,
+                                a.wait_idle)
             runs.append((m, out))
             if m.returncode != 0:
                 break
