@@ -1,0 +1,387 @@
+"""Load campaign definitions from YAML, with errors that name the file, the path and the fix.
+
+A campaign file has a `campaigns:` list and optionally `caps:`, `default_timezone:` and,
+in the same file, `segments:` / `include_builtin:` (docs/campaigns.md). Every template is
+compiled and checked here, so a wrong template stops start-up instead of failing a send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from ..conditions import Segment
+from ..definitions import builtin_segments, parse_segments
+from ..errors import DefinitionError
+from ..timeutil import parse_duration
+from .model import (
+    ADDRESS_FIELD, DEFAULT_CAPS, DEFAULT_QUIET_HOURS, Campaign, Campaigns, Cap, Variant,
+)
+from .quiet import zone
+from .templates import CompiledTemplate, compile_template
+
+__all__ = ["load_campaigns", "parse_campaigns", "builtin_campaigns", "BUILTIN_CAMPAIGNS_FILE"]
+
+BUILTIN_CAMPAIGNS_FILE = "builtin/campaigns-espresso.yaml"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_TOP = ("campaigns", "caps", "default_timezone", "segments", "include_builtin")
+_ITEM_TYPES = ("checkout_started", "order_placed")
+_DOCS = "see docs/campaigns.md"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _duration(v: Any, *, zero: bool = False) -> int:
+    ms = parse_duration(v)
+    if ms is None or ms < 0 or (ms == 0 and not zero):
+        raise ValueError(f"must be a positive duration such as 30m, 2h, 1d or 1h30m, got {v!r}")
+    return ms
+
+
+class _TriggerM(_Strict):
+    segment: str
+    on: Literal["enter", "exit"] = "enter"
+
+
+class _TemplateM(_Strict):
+    subject: str | None = None
+    body: str | None = None
+    html: str | None = None
+
+
+class _VariantM(_Strict):
+    name: str
+    weight: int = 1
+    template: _TemplateM | None = None
+    data: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"variant name must be letters, digits, '-', '_' or '.' (at most 32), got {v!r}")
+        return v
+
+    @field_validator("weight")
+    @classmethod
+    def _w(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("weight must be >= 0")
+        return v
+
+
+class _QuietM(_Strict):
+    start: Any
+    end: Any
+
+    @field_validator("start", "end")
+    @classmethod
+    def _t(cls, v: Any) -> int:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            return v  # YAML 1.1 reads an unquoted 21:00 as the base-60 number 1260
+        if isinstance(v, str) and _HHMM.match(v.strip()):
+            h, m = v.strip().split(":")
+            return int(h) * 60 + int(m)
+        raise ValueError(f"must be a local time HH:MM such as \"21:00\", got {v!r}")
+
+
+class _CampaignM(_Strict):
+    id: str
+    name: str = ""
+    description: str = ""
+    trigger: _TriggerM
+    channel: Literal["email", "sms", "push"]
+    priority: int = 0
+    template: _TemplateM | None = None
+    variants: list[_VariantM] = []
+    fallbacks: dict[str, str | int | float | bool] = {}
+    reentry: Any = "once"
+    delay: Any = None
+    quiet_hours: _QuietM | None | Literal[False] = None
+    caps: Literal["defer", "skip"] = "skip"
+    max_defer: Any = "24h"
+    max_staleness: Any = "1h"
+    allow_stale: bool = False
+    products_from: list[Literal["checkout_started", "order_placed"]] = list(_ITEM_TYPES)
+    data: dict[str, Any] = {}
+
+    @field_validator("delay")
+    @classmethod
+    def _d(cls, v: Any) -> int:
+        return 0 if v is None else _duration(v, zero=True)
+
+    @field_validator("max_defer")
+    @classmethod
+    def _md(cls, v: Any) -> int:
+        return _duration(v)
+
+    @field_validator("max_staleness")
+    @classmethod
+    def _ms(cls, v: Any) -> int | None:
+        return None if v is None else _duration(v)
+
+    @field_validator("reentry")
+    @classmethod
+    def _r(cls, v: Any) -> tuple[str, int]:
+        if v in ("once", "every_time"):
+            return v, 0
+        if isinstance(v, dict) and set(v) == {"once_per"}:
+            return "once_per", _duration(v["once_per"])
+        raise ValueError(f"must be once, every_time or {{once_per: DURATION}} such as {{once_per: 7d}}, got {v!r}")
+
+
+class _CapM(_Strict):
+    max: int
+    per: Any
+
+    @field_validator("max")
+    @classmethod
+    def _m(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("max must be >= 1 (remove the cap with 'null' instead)")
+        return v
+
+    @field_validator("per")
+    @classmethod
+    def _p(cls, v: Any) -> int:
+        return _duration(v)
+
+
+def _pydantic_problem(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    # Union members appear in the location as their type names (`_QuietM`, `literal[False]`).
+    parts = [p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("_") or "[" in p or p == "none"))]
+    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts).replace(".[", "[")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return loc, "unknown key; check the spelling against docs/campaigns.md"
+    if err["type"] == "missing":
+        return loc, "required"
+    if err["type"] == "literal_error":
+        return loc, f"{msg}, got {err.get('input')!r}"
+    return loc, msg
+
+
+def _validate(model: type[_Strict], body: Any, file: str, path: str) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        loc, msg = _pydantic_problem(exc)
+        raise DefinitionError(file, f"{path}.{loc}" if loc else path, msg, _DOCS) from None
+
+
+def _normalize(node: dict) -> dict:
+    """YAML 1.1 reads the key `on` as `true`: `trigger: {segment: s, on: exit}` must still work."""
+    trig = node.get("trigger")
+    if isinstance(trig, dict) and True in trig:
+        trig = {("on" if k is True else k): v for k, v in trig.items()}
+        node = {**node, "trigger": trig}
+    return node
+
+
+def _fallbacks(m: _CampaignM, file: str, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in m.fallbacks.items():
+        name = key.removeprefix("contact.")
+        if not _FIELD.match(name):
+            raise DefinitionError(file, f"{path}.fallbacks.{key}", "a fallback is named after a contact field",
+                                  "write e.g. first_name: there")
+        out[name] = value
+    return out
+
+
+def _variants(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Variant, ...]:
+    base = m.template or _TemplateM()
+    always = frozenset({"id", ADDRESS_FIELD[m.channel]})
+    specs: list[tuple[str, int, _TemplateM, dict, str]] = []
+    if not m.variants:
+        if m.template is None:
+            raise DefinitionError(file, f"{path}.template", "required",
+                                  "give template: {body: ...} (and subject: for email)")
+        specs.append(("", 1, base, dict(m.data), f"{path}.template"))
+    else:
+        seen: set[str] = set()
+        for i, v in enumerate(m.variants):
+            vp = f"{path}.variants[{i}]"
+            if v.name in seen:
+                raise DefinitionError(file, f"{vp}.name", f"duplicate variant name {v.name!r}", "name every variant differently")
+            seen.add(v.name)
+            over = v.template or _TemplateM()
+            merged = _TemplateM(**{k: getattr(over, k) if getattr(over, k) is not None else getattr(base, k)
+                                   for k in ("subject", "body", "html")})
+            where = f"{vp}.template" if v.template is not None else f"{path}.template"
+            specs.append((v.name, v.weight, merged, {**m.data, **(v.data or {})}, where))
+        if sum(s[1] for s in specs) <= 0:
+            raise DefinitionError(file, f"{path}.variants", "weights add up to 0", "give at least one variant a weight > 0")
+    out = []
+    for name, weight, t, data, where in specs:
+        if t.body is None:
+            raise DefinitionError(file, f"{where}.body", "required", "every message needs a body")
+        if m.channel == "email" and t.subject is None:
+            raise DefinitionError(file, f"{where}.subject", "required for email", "give the email a subject")
+        if m.channel == "sms" and (t.subject is not None or t.html is not None):
+            key = "subject" if t.subject is not None else "html"
+            raise DefinitionError(file, f"{where}.{key}", f"an SMS has no {key}", f"remove {key}: (SMS is body only)")
+        if m.channel == "push" and t.html is not None:
+            raise DefinitionError(file, f"{where}.html", "a push has no html", "remove html: (push has subject as title, and body)")
+
+        def comp(key: str, html: bool = False) -> CompiledTemplate | None:
+            src = getattr(t, key)
+            if src is None:
+                return None
+            return compile_template(src, html=html, fallbacks=fallbacks, always=always, file=file, path=f"{where}.{key}")
+
+        out.append(Variant(name, weight, comp("subject"), comp("body"), comp("html", html=True), dict(data)))
+    return tuple(out)
+
+
+def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> Campaign:
+    if not isinstance(node, dict):
+        raise DefinitionError(file, path, "a campaign is a mapping with id, trigger, channel and template", _DOCS)
+    m = _validate(_CampaignM, _normalize(node), file, path)
+    if not _ID.match(m.id):
+        raise DefinitionError(file, f"{path}.id", f"invalid campaign id {m.id!r}",
+                              "use lowercase letters, digits, '-', '_' or '.', e.g. id: email-espresso-resend")
+    if m.trigger.segment not in segments:
+        known = ", ".join(sorted(segments)) or "none"
+        raise DefinitionError(file, f"{path}.trigger.segment", f"unknown segment {m.trigger.segment!r}",
+                              f"use one of the segments the flow runs ({known}) or define it under segments:")
+    fallbacks = _fallbacks(m, file, path)
+    variants = _variants(m, fallbacks, file, path)
+    if "quiet_hours" in m.model_fields_set:
+        quiet = None if m.quiet_hours in (None, False) else (m.quiet_hours.start, m.quiet_hours.end)
+    else:
+        quiet = DEFAULT_QUIET_HOURS.get(m.channel)
+    if quiet is not None and quiet[0] == quiet[1]:
+        raise DefinitionError(file, f"{path}.quiet_hours", "start and end are equal",
+                              "give a window such as {start: \"21:00\", end: \"08:00\"}, or quiet_hours: null for none")
+    reentry, reentry_ms = m.reentry
+    if len(set(m.products_from)) != len(m.products_from):
+        raise DefinitionError(file, f"{path}.products_from", "listed twice", "list each event type once")
+    templates = [t for v in variants for t in (v.subject, v.body, v.html) if t is not None]
+    fields = frozenset().union(*(t.info.contact_fields for t in templates))
+    return Campaign(
+        id=m.id, name=m.name or m.id, segment=m.trigger.segment, on=m.trigger.on, channel=m.channel,
+        priority=m.priority, variants=variants, fallbacks=fallbacks, reentry=reentry,
+        reentry_ms=reentry_ms, delay_ms=m.delay, quiet=quiet, cap_policy=m.caps,
+        max_defer_ms=m.max_defer, max_staleness_ms=m.max_staleness, allow_stale=m.allow_stale,
+        products_from=tuple(m.products_from), contact_fields=fields | frozenset(fallbacks),
+        uses_products=any(t.info.uses_products for t in templates),
+    )
+
+
+def _caps(raw: Any, file: str) -> tuple[Cap, ...]:
+    if raw is None:
+        return DEFAULT_CAPS
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, "caps", "expected a mapping of email, sms, push, all",
+                              "e.g. caps: {sms: {max: 1, per: 72h}, all: {max: 3, per: 24h}}")
+    unknown = set(raw) - {"email", "sms", "push", "all"}
+    if unknown:
+        raise DefinitionError(file, f"caps.{sorted(map(str, unknown))[0]}", "unknown cap",
+                              "caps are per channel (email, sms, push) and across channels (all)")
+    caps = [c for c in DEFAULT_CAPS if c.name not in raw]  # a key given replaces its default
+    for key in ("email", "sms", "push", "all"):
+        if key not in raw or raw[key] is None:
+            continue  # absent: default kept; null: no cap
+        items = raw[key] if isinstance(raw[key], list) else [raw[key]]
+        for i, item in enumerate(items):
+            p = f"caps.{key}" + (f"[{i}]" if isinstance(raw[key], list) else "")
+            if not isinstance(item, dict):
+                raise DefinitionError(file, p, "expected {max: N, per: DURATION}", "e.g. {max: 1, per: 16h}")
+            m = _validate(_CapM, item, file, p)
+            caps.append(Cap(key if len(items) == 1 else f"{key}{i + 1}", None if key == "all" else key, m.max, m.per))
+    order = {"email": 0, "sms": 1, "push": 2, None: 3}
+    return tuple(sorted(caps, key=lambda c: (order[c.channel], c.per_ms, c.name)))
+
+
+def _fingerprint(text: str, segments: list[Segment]) -> str:
+    return hashlib.sha256((text + repr([s.id for s in segments])).encode()).hexdigest()[:16]
+
+
+def parse_campaigns(doc: Any, file: str, segments: list[Segment] | None = None, *,
+                    default_timezone: str | None = None, text: str = "") -> Campaigns:
+    """Campaigns of a parsed YAML document.
+
+    `segments` are those the flow already runs (default: the built-in espresso segments);
+    segments defined in the same document are added to them (`Campaigns.segments`).
+    `default_timezone` overrides the file's `default_timezone` (else UTC).
+    """
+    if not isinstance(doc, dict) or "campaigns" not in doc:
+        raise DefinitionError(file, "", "expected a mapping with a 'campaigns' list",
+                              "start the file with 'campaigns:' (see docs/campaigns.md)")
+    unknown = set(doc) - set(_TOP)
+    if unknown:
+        raise DefinitionError(file, str(sorted(map(str, unknown))[0]), "unknown top-level key",
+                              f"top-level keys are {', '.join(_TOP)}")
+    known = list(builtin_segments() if segments is None else segments)
+    if "segments" in doc:
+        own = parse_segments({k: doc[k] for k in ("segments", "include_builtin") if k in doc}, file)
+        by_id = {s.id: s for s in known}
+        for i, s in enumerate(own):
+            if s.id in by_id and by_id[s.id] != s:
+                raise DefinitionError(file, f"segments[{i}].id", f"segment {s.id!r} is already defined differently",
+                                      "give the campaign file's segment another id")
+            if s.id not in by_id:
+                known.append(s)
+                by_id[s.id] = s
+    raw = doc["campaigns"]
+    if not isinstance(raw, list) or not raw:
+        raise DefinitionError(file, "campaigns", "must be a non-empty list", "add '- id: ...' entries")
+    seg_ids = {s.id: s for s in known}
+    campaigns: list[Campaign] = []
+    seen: dict[str, str] = {}
+    for i, node in enumerate(raw):
+        c = _campaign(node, seg_ids, file, f"campaigns[{i}]")
+        if c.id in seen:
+            raise DefinitionError(file, f"campaigns[{i}].id", f"duplicate campaign id {c.id!r} (also {seen[c.id]})",
+                                  "give every campaign its own id")
+        seen[c.id] = f"campaigns[{i}]"
+        campaigns.append(c)
+    tz = default_timezone if default_timezone is not None else doc.get("default_timezone", "UTC")
+    if zone(tz) is None:
+        raise DefinitionError(file, "default_timezone", f"unknown time zone {tz!r}",
+                              "use an IANA name such as UTC or Europe/Paris")
+    return Campaigns(tuple(campaigns), _caps(doc.get("caps"), file), tz, tuple(known), file,
+                     _fingerprint(text or repr(doc), known))
+
+
+def _load_yaml(text: str, file: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DefinitionError(file, where, f"not valid YAML: {exc.problem}",
+                              "check indentation and quoting at that line") from None
+
+
+def load_campaigns(path: str | Path | None, segments: list[Segment] | None = None, *,
+                   default_timezone: str | None = None) -> Campaigns:
+    """Campaigns from a file, or the built-in espresso campaigns when `path` is None."""
+    if path is None:
+        return builtin_campaigns(segments, default_timezone=default_timezone)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError(str(p), "", f"cannot read: {exc.strerror}", "check the path") from None
+    return parse_campaigns(_load_yaml(text, str(p)), str(p), segments, default_timezone=default_timezone, text=text)
+
+
+def builtin_campaigns(segments: list[Segment] | None = None, *, default_timezone: str | None = None) -> Campaigns:
+    """The espresso campaigns of seed 000 plus an abandoned-checkout reminder (docs/campaigns.md)."""
+    text = resources.files("state").joinpath(BUILTIN_CAMPAIGNS_FILE).read_text(encoding="utf-8")
+    return parse_campaigns(_load_yaml(text, BUILTIN_CAMPAIGNS_FILE), BUILTIN_CAMPAIGNS_FILE, segments,
+                           default_timezone=default_timezone, text=text)

@@ -1,0 +1,118 @@
+"""Campaigns as plain, immutable data: what a definition means (built by `definitions.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..conditions import Segment
+from ..program import CONSENT_TYPE, PROFILE_TYPE, Keep
+from .templates import CompiledTemplate
+
+__all__ = ["Variant", "Campaign", "Cap", "Campaigns", "ADDRESS_FIELD", "CHANNELS", "DEFAULT_CAPS",
+           "DEFAULT_QUIET_HOURS"]
+
+CHANNELS = ("email", "sms", "push")
+#: Profile field holding a channel's destination (the message's `to`).
+ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
+TIMEZONE_FIELD = "timezone"
+#: SMS is intrusive: by default never between 21:00 and 08:00 in the contact's time zone.
+DEFAULT_QUIET_HOURS = {"sms": (21 * 60, 8 * 60)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an A/B test (or the only arm, named "", of a campaign without variants)."""
+
+    name: str
+    weight: int
+    subject: CompiledTemplate | None
+    body: CompiledTemplate
+    html: CompiledTemplate | None
+    data: dict
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    name: str
+    segment: str
+    on: str  # "enter" | "exit"
+    channel: str
+    priority: int
+    variants: tuple[Variant, ...]
+    fallbacks: dict
+    reentry: str  # "once" | "every_time" | "once_per"
+    reentry_ms: int  # the once_per duration (0 otherwise)
+    delay_ms: int
+    quiet: tuple[int, int] | None  # (start, end) in minutes after local midnight
+    cap_policy: str  # "defer" | "skip"
+    max_defer_ms: int
+    max_staleness_ms: int | None
+    allow_stale: bool
+    products_from: tuple[str, ...]
+    contact_fields: frozenset[str] = frozenset()
+    uses_products: bool = False
+
+    @property
+    def total_weight(self) -> int:
+        return sum(v.weight for v in self.variants)
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `max` messages within any `per` ms (rolling, `t - per < s <= t`) on `channel` (None: all)."""
+
+    name: str
+    channel: str | None
+    max: int
+    per_ms: int
+
+
+#: Frequency caps per contact when a file says nothing: email 1 per 16 h, push 1 per 24 h,
+#: SMS 1 per 72 h, and at most 3 messages per 24 h across channels.
+DEFAULT_CAPS = (
+    Cap("email", "email", 1, 16 * 3_600_000),
+    Cap("sms", "sms", 1, 72 * 3_600_000),
+    Cap("push", "push", 1, 24 * 3_600_000),
+    Cap("all", None, 3, 24 * 3_600_000),
+)
+
+
+@dataclass(frozen=True)
+class Campaigns:
+    """A loaded campaign file: campaigns, caps, the default time zone and the segments to run."""
+
+    campaigns: tuple[Campaign, ...]
+    caps: tuple[Cap, ...] = DEFAULT_CAPS
+    default_timezone: str = "UTC"
+    segments: tuple[Segment, ...] = ()
+    file: str = ""
+    fingerprint: str = ""
+    by_id: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_id.update({c.id: c for c in self.campaigns})
+
+    def required_keep(self) -> Keep:
+        """What the segment compiler must keep so campaigns can decide and render (`compile_program(..., keep)`)."""
+        channels = sorted({c.channel for c in self.campaigns})
+        fields = {TIMEZONE_FIELD} if self.campaigns else set()
+        items: set[str] = set()
+        for c in self.campaigns:
+            fields.add(ADDRESS_FIELD[c.channel])
+            fields |= c.contact_fields
+            if c.uses_products:
+                items.update(c.products_from)
+        fields.discard("id")  # the contact id, not a profile field
+        return Keep(consent_channels=tuple(channels), profile_fields=tuple(sorted(fields)),
+                    items_of=tuple(sorted(items)))
+
+    def state_types(self) -> frozenset[str]:
+        """Event types that change what campaigns read from the shard (consent, profile, items)."""
+        keep = self.required_keep()
+        types = set(keep.items_of)
+        if keep.consent_channels:
+            types.add(CONSENT_TYPE)
+        if keep.profile_fields:
+            types.add(PROFILE_TYPE)
+        return frozenset(types)
