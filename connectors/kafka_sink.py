@@ -217,3 +217,16 @@ class KafkaDeadLetterSink(_KafkaSink):
             value, headers = encode_dead_letter(d)
             sp.produce(topic, value, None, headers, report)
         health.count_dead_letters(topic, values)
+
+
+class KafkaRecordSink(_KafkaSink):
+    """Campaign `Message`s or `Decision`s (anything with `contact_id` and `record()`), key `contact_id`."""
+
+    @staticmethod
+    def item_key(item: Any) -> str:
+        return item.contact_id
+
+    def write(self, sp: SharedProducer, values: list, report: Callable) -> None:
+        topic = self.topic
+        for item in values:
+            sp.produce(topic, orjson.dumps(item.record()), item.contact_id.encode(), None, report)

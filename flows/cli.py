@@ -36,6 +36,8 @@ def _replay_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", type=int, default=1, help="shards (default 1; output order is only stable with 1)")
     p.add_argument("--dedup-horizon", type=int, default=DEFAULT_HORIZON,
                    help=f"event ids remembered to drop redeliveries (default {DEFAULT_HORIZON})")
+    p.add_argument("--campaigns", help="campaign definitions YAML, or 'builtin': also write every send "
+                   "decision to OUT.messages.jsonl and OUT.decisions.jsonl")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
 
@@ -46,9 +48,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"espresso replay: {args.events}: no such file", file=sys.stderr)
         return 2
     res = replay(args.events, args.until, args.out, args.segments, args.dead_letters, args.shards,
-                 dedup_horizon=args.dedup_horizon, progress=False if args.no_progress else None)
+                 dedup_horizon=args.dedup_horizon, progress=False if args.no_progress else None,
+                 campaigns=args.campaigns)
     print(f"espresso replay: {res.changes} changes -> {res.changes_path}; "
           f"{res.dead_letters} invalid lines -> {res.dead_letters_path}", file=sys.stderr)
+    if args.campaigns:
+        print(f"espresso replay: {res.messages} messages, {res.decisions} other decisions "
+              "(beside the output)", file=sys.stderr)
     return 0
 
 

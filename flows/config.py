@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from state.dedup import DEFAULT_HORIZON
 from state.program import Program
@@ -30,6 +31,7 @@ class FlowConfig:
     shards_per_partition: int = 1
     dedup_horizon: int = DEFAULT_HORIZON
     max_event_bytes: int = 64 * 1024
+    campaigns: Any = None  # state.campaigns Campaigns; the program must include their Keep
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):

@@ -10,10 +10,12 @@ from bytewax.operators import StatefulBatchLogic
 
 from state.events import Event
 from state.intake import Intake
+from state.campaigns import CampaignEngine
 from state.shard import Shard, ShardState
 from state.timeutil import NEVER
 
 from .config import LIVE, FlowConfig
+from .observe import IntakeObserver, ShardObserver
 
 __all__ = ["RawBatch", "ShardBatch", "IntakeLogic", "ShardLogic"]
 
@@ -46,6 +48,7 @@ class IntakeLogic(StatefulBatchLogic):
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
         self.intake = Intake(cfg.shards_per_partition, cfg.max_event_bytes,
                              NEVER if frontier is None else frontier)
+        self.observer = IntakeObserver() if cfg.mode == LIVE else None
 
     def on_batch(self, values: list[RawBatch]) -> tuple[list, bool]:
         out: list = []
@@ -56,6 +59,8 @@ class IntakeLogic(StatefulBatchLogic):
             for sub, events in enumerate(routes):
                 # Every shard of the partition hears the frontier, even with no events.
                 out.append(("route", (f"{batch.partition}.{sub}", ShardBatch(events, frontier, batch.arrival_ms))))
+        if self.observer is not None:
+            self.observer.report(self.intake)
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> int:
@@ -63,22 +68,41 @@ class IntakeLogic(StatefulBatchLogic):
 
 
 class ShardLogic(StatefulBatchLogic):
-    """One shard of contacts; emits `Change`s (and stats) for its key."""
+    """One shard of contacts; emits `Change`s, and campaign `Message`s/`Decision`s if any."""
 
-    def __init__(self, cfg: FlowConfig, resume: tuple[ShardState, int, int] | None) -> None:
+    def __init__(self, cfg: FlowConfig, resume: tuple | None) -> None:
         self.cfg = cfg
         self.live = cfg.mode == LIVE
+        campaign_state = None
         if resume is None:
             self.shard = Shard(cfg.program, cfg.dedup_horizon)
             self.frontier, self.arrival_ms = NEVER, 0
         else:
-            state, self.frontier, self.arrival_ms, *taken = resume
-            if taken:
+            state, self.frontier, self.arrival_ms, *rest = resume
+            if rest:
                 # Resume the idle clock where the snapshot left it: the time the flow was
                 # down is not idle input (its events are still in Kafka), so it must not
                 # advance the watermark before the backlog is read.
-                self.arrival_ms = wall_ms() - max(0, taken[0] - self.arrival_ms)
+                self.arrival_ms = wall_ms() - max(0, rest[0] - self.arrival_ms)
+            campaign_state = rest[1] if len(rest) > 1 else None
             self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
+        self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
+        self.observer = ShardObserver(self.shard) if self.live else None
+
+    def _process(self, events: list, watermark: int, flush: bool) -> list:
+        """Apply, advance to `watermark`, flush if asked: changes, then campaign outputs."""
+        if self.engine is not None:
+            changes, outputs = self.engine.process(self.shard, events, watermark,
+                                                   now_ms=wall_ms() if self.live else None, flush=flush)
+            if self.observer is not None and outputs:
+                self.observer.count_outputs(outputs)
+            changes.extend(outputs)
+            return changes
+        out = self.shard.apply(events) if events else []
+        out.extend(self.shard.advance(watermark))
+        if flush:
+            out.extend(self.shard.flush())
+        return out
 
     def watermark(self, now_ms: int | None = None) -> int:
         if not self.live:
@@ -90,40 +114,44 @@ class ShardLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
         out: list[Any] = []
-        shard = self.shard
         for b in values:
-            if b.events:
-                out.extend(shard.apply(b.events))
             if b.frontier > self.frontier:
                 self.frontier, self.arrival_ms = b.frontier, b.arrival_ms
-        out.extend(shard.advance(self.watermark()))
-        if self.live:
-            out.extend(shard.flush())
+            out.extend(self._process(b.events, self.watermark(), flush=self.live))
+        self._report()
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list, bool]:
-        return self.shard.advance(self.watermark()), StatefulBatchLogic.RETAIN
+        out = self._process([], self.watermark(), flush=False)
+        self._report()
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list, bool]:
         if self.live:
             return [], StatefulBatchLogic.RETAIN
         until = self.cfg.until_ms
         end = max(self.frontier, until if until is not None else NEVER)
-        out = self.shard.advance(end + 1)  # `until` itself is included
-        out.extend(self.shard.flush())
-        return out, StatefulBatchLogic.RETAIN
+        return self._process([], end + 1, flush=True), StatefulBatchLogic.RETAIN  # `until` included
+
+    def _report(self) -> None:
+        if self.observer is not None:
+            self.observer.report(self.shard, self.watermark())
 
     def notify_at(self) -> datetime | None:
         if not self.live or self.frontier == NEVER:
             return None
         due = self.shard.next_due()
+        if self.engine is not None:
+            other = self.engine.next_due()
+            due = other if due is None else (due if other is None else min(due, other))
         if due is None:
             return None
         # Wall time at which the idle-advancing watermark passes `due`.
         wall = self.arrival_ms + (due + 1 - (self.frontier - self.cfg.allowed_lateness_ms))
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)
 
-    def snapshot(self) -> tuple[ShardState, int, int, int]:
-        """(state, frontier, arrival wall ms, wall ms of the snapshot); 3-tuples still resume."""
-        return self.shard.snapshot(), self.frontier, self.arrival_ms, wall_ms()
+    def snapshot(self) -> tuple:
+        """(state, frontier, arrival wall ms, wall ms of the snapshot[, campaign state])."""
+        snap = (self.shard.snapshot(), self.frontier, self.arrival_ms, wall_ms())
+        return snap if self.engine is None else snap + (self.engine.snapshot(),)
 

@@ -11,6 +11,7 @@ from bytewax.testing import run_main
 
 from connectors.files import JsonlEventSource, JsonlSink
 from state.dedup import DEFAULT_HORIZON
+from state.campaigns import load_campaigns
 from state.definitions import load_segments
 from state.program import compile_program
 
@@ -26,39 +27,62 @@ class ReplayResult:
     dead_letters: int
     changes_path: Path
     dead_letters_path: Path
+    messages: int = 0
+    decisions: int = 0
+
+
+def _beside(out: Path, kind: str) -> Path:
+    """`changes.jsonl` -> `changes.<kind>.jsonl`, beside the output."""
+    return out.with_name(f"{out.stem}.{kind}{out.suffix or '.jsonl'}")
+
+
+def load_program(segments: Path | None, campaigns: str | Path | None):
+    """The compiled segments and, if asked, the campaigns (`builtin` or a file) they feed."""
+    segs = load_segments(segments)
+    if campaigns is None:
+        return compile_program(segs), None
+    camps = load_campaigns(None if str(campaigns) == "builtin" else campaigns, segs)
+    return compile_program(list(camps.segments), camps.required_keep()), camps
 
 
 def default_dead_letter_path(out: Path) -> Path:
     """`changes.jsonl` -> `changes.dead-letters.jsonl`, beside the output."""
-    return out.with_name(out.stem + ".dead-letters" + (out.suffix or ".jsonl"))
+    return _beside(out, "dead-letters")
 
 
 def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None = None,
            dead_letters: Path | None = None, shards: int = 1, batch_lines: int = 2000,
-           dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None) -> ReplayResult:
-    program = compile_program(load_segments(segments))
+           dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None,
+           campaigns: str | Path | None = None) -> ReplayResult:
+    """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl."""
+    program, camps = load_program(segments, campaigns)
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
-                     dedup_horizon=dedup_horizon)
+                     dedup_horizon=dedup_horizon, campaigns=camps)
     dead_path = dead_letters or default_dead_letter_path(out)
-    counts = {"changes": 0, "dead": 0}
+    counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0}
 
-    def enc_change(change) -> bytes:
-        counts["changes"] += 1
-        return orjson.dumps(change.record())
+    def counting(kind: str):
+        def encode(item) -> bytes:
+            counts[kind] += 1
+            return orjson.dumps(item.record())
+        return encode
 
-    def enc_dead(dead) -> bytes:
-        counts["dead"] += 1
-        return orjson.dumps(dead.record())
+    enc_change, enc_dead = counting("changes"), counting("dead")
+    extra = {}
+    if camps is not None:
+        extra = {"messages": JsonlSink(_beside(out, "messages"), counting("messages")),
+                 "decisions": JsonlSink(_beside(out, "decisions"), counting("decisions"))}
 
     bar = _progress_bar(events, progress)
     source = JsonlEventSource(events, batch_lines, progress=bar.update_to if bar else None)
-    flow = build_flow(cfg, source, JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), "espresso-replay")
+    flow = build_flow(cfg, source, JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), "espresso-replay",
+                      **extra)
     try:
         run_main(flow)
     finally:
         if bar:
             bar.close()
-    return ReplayResult(counts["changes"], counts["dead"], out, dead_path)
+    return ReplayResult(counts["changes"], counts["dead"], out, dead_path, counts["messages"], counts["decisions"])
 
 
 def _progress_bar(events: Path, progress: bool | None):

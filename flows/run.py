@@ -49,6 +49,9 @@ class RunConfig:
     output_topic: str = DEFAULT_TOPICS["output"]
     dlq_topic: str = DEFAULT_TOPICS["dlq"]
     segments: Path | None = None
+    campaigns: str | None = None  # a file, "builtin", or None (no campaigns)
+    messages_topic: str = "retargeting-messages"
+    decisions_topic: str = "retargeting-decisions"
     allowed_lateness_ms: int = 60_000
     shards_per_partition: int = 8
     dedup_horizon: int = DEFAULT_HORIZON
@@ -101,15 +104,15 @@ class RunConfig:
         return self.process_id is None or not self.addresses or len(self.addresses) <= 1
 
     def flow_config(self) -> FlowConfig:
-        from state.definitions import load_segments
-        from state.program import compile_program
+        from .replay import load_program
 
-        program = compile_program(load_segments(self.segments))
+        program, campaigns = load_program(self.segments, self.campaigns)
         # The horizon is per input partition, split over its shards (each shard preallocates
         # tables for its share: 32 bytes per id).
         per_shard = max(1, -(-self.dedup_horizon // self.shards_per_partition))
         return FlowConfig(program, mode=LIVE, allowed_lateness_ms=self.allowed_lateness_ms,
-                          shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard)
+                          shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard,
+                          campaigns=campaigns)
 
 
 # -- command line ------------------------------------------------------------------
@@ -158,6 +161,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("Segments and time")
     s.add_argument("--segments", type=Path, default=_env("ESPRESSO_SEGMENTS"),
                    help="segment definitions YAML [env ESPRESSO_SEGMENTS] (default: built-in espresso segments)")
+    s.add_argument("--campaigns", default=_env("ESPRESSO_CAMPAIGNS"),
+                   help="campaign definitions YAML, or 'builtin' [env ESPRESSO_CAMPAIGNS] (default: no campaigns); "
+                        "messages go to --messages-topic, decisions to --decisions-topic")
+    s.add_argument("--messages-topic", default=_env("ESPRESSO_MESSAGES_TOPIC", "retargeting-messages"),
+                   help="[env ESPRESSO_MESSAGES_TOPIC] (default %(default)s)")
+    s.add_argument("--decisions-topic", default=_env("ESPRESSO_DECISIONS_TOPIC", "retargeting-decisions"),
+                   help="[env ESPRESSO_DECISIONS_TOPIC] (default %(default)s)")
     s.add_argument("--allowed-lateness", type=_duration("--allowed-lateness", "ESPRESSO_ALLOWED_LATENESS"),
                    default=_env("ESPRESSO_ALLOWED_LATENESS", "60s"),
                    help="how late an event may arrive and still count before time-driven changes it would "
@@ -235,10 +245,15 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         epoch = _duration("--epoch-interval", "ESPRESSO_EPOCH_INTERVAL")(epoch)
     if args.segments is not None and not Path(args.segments).is_file():
         raise RunConfigError(f"--segments (ESPRESSO_SEGMENTS): {args.segments}: no such file")
+    if args.campaigns not in (None, "", "builtin") and not Path(args.campaigns).is_file():
+        raise RunConfigError(f"--campaigns (ESPRESSO_CAMPAIGNS): {args.campaigns}: no such file; "
+                             "give a campaigns YAML or 'builtin'")
     pid, addresses = _scale_from_env(args, env)
     return RunConfig(
         kafka=kafka, input_topic=args.input_topic, output_topic=args.output_topic, dlq_topic=args.dlq_topic,
         segments=Path(args.segments) if args.segments else None, allowed_lateness_ms=lateness,
+        campaigns=args.campaigns or None, messages_topic=args.messages_topic,
+        decisions_topic=args.decisions_topic,
         shards_per_partition=args.shards_per_partition, dedup_horizon=args.dedup_horizon,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         recovery_dir=Path(args.recovery_dir) if args.recovery_dir else None,
@@ -254,11 +269,14 @@ def check_topics(rc: RunConfig) -> dict[str, int]:
     specs = [TopicSpec(rc.input_topic, "--input-topic / ESPRESSO_INPUT_TOPIC"),
              TopicSpec(rc.output_topic, "--output-topic / ESPRESSO_OUTPUT_TOPIC"),
              TopicSpec(rc.dlq_topic, "--dlq-topic / ESPRESSO_DLQ_TOPIC")]
+    if rc.campaigns:
+        specs += [TopicSpec(rc.messages_topic, "--messages-topic / ESPRESSO_MESSAGES_TOPIC"),
+                  TopicSpec(rc.decisions_topic, "--decisions-topic / ESPRESSO_DECISIONS_TOPIC")]
     return ensure_topics(rc.kafka, specs, rc.create_topics, rc.partitions)
 
 
 def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None):
-    from connectors.kafka_sink import KafkaChangeSink, KafkaDeadLetterSink
+    from connectors.kafka_sink import KafkaChangeSink, KafkaDeadLetterSink, KafkaRecordSink
     from connectors.kafka_source import KafkaEventSource
 
     from .segments import build_flow
@@ -267,8 +285,12 @@ def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None):
     source = KafkaEventSource(rc.kafka, rc.input_topic, group_id=rc.group_id, batch_size=rc.batch_size,
                               stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000)
     durable = rc.recovery_dir is not None  # flush at each epoch only when epochs are committed
+    extra = {}
+    if cfg.campaigns is not None:
+        extra = {"messages": KafkaRecordSink(rc.kafka, rc.messages_topic, flush_on_snapshot=durable),
+                 "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable)}
     return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable),
-                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable), "espresso")
+                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable), "espresso", **extra)
 
 
 def prepare_recovery(rc: RunConfig) -> Any:

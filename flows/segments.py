@@ -3,7 +3,9 @@
     source ──(partition, RawBatch)──▶ intake ──┬─ dead letters ──────────────▶ dlq sink
       (file or Kafka)      per partition:      │
                            parse, route,       └─(shard key, ShardBatch)──▶ segments ──▶ changes sink
-                           event-time frontier                 per shard: state, timers
+                           event-time frontier                 per shard:    ├────▶ messages sink
+                                                               state, timers └────▶ decisions sink
+                                                               (campaigns, if any)
 
 Keys are partitions and shards, never contacts: a bounded number of Bytewax keys and
 timers, each shard holding many contacts (see docs/architecture.md).
@@ -18,6 +20,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
+from state.campaigns import Message
+from state.changes import Change
+
 from .config import FlowConfig
 from .logic import IntakeLogic, ShardLogic
 
@@ -25,8 +30,9 @@ __all__ = ["build_flow"]
 
 
 def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sink,
-               flow_id: str = "espresso", on_changes: Any = None) -> Dataflow:
-    """`on_changes(list_of_changes)` sees every batch of changes (metrics, campaigns)."""
+               flow_id: str = "espresso", messages: Sink | None = None,
+               decisions: Sink | None = None) -> Dataflow:
+    """With `cfg.campaigns`, shards also emit messages and decisions to those two sinks."""
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     intake = op.stateful_batch("intake", raw, lambda resume: IntakeLogic(cfg, resume))
@@ -36,7 +42,16 @@ def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sin
     routed = op.map("route", split.falses, lambda item: item[1])
     shards = op.stateful_batch("segments", routed, lambda resume: ShardLogic(cfg, resume))
     out = op.map("change", shards, lambda kv: kv[1])
-    _output("changes", out, changes)
+    if cfg.campaigns is None:
+        _output("changes", out, changes)
+        return flow
+    if messages is None or decisions is None:
+        raise ValueError("a flow with campaigns needs a messages sink and a decisions sink")
+    kinds = op.branch("is-change", out, lambda item: isinstance(item, Change))
+    _output("changes", kinds.trues, changes)
+    outputs = op.branch("is-message", kinds.falses, lambda item: isinstance(item, Message))
+    _output("messages", outputs.trues, messages)
+    _output("decisions", outputs.falses, decisions)
     return flow
 
 

@@ -45,19 +45,21 @@ class Intake:
             raise ValueError(f"shards per partition must be >= 1: {shards}")
         self.shards, self.max_event_bytes, self.frontier = shards, max_event_bytes, frontier
         self.invalid: dict[str, int] = {}
+        self.consumed: dict[str, int] = {}  # valid events by type
 
     def process(self, records: list[tuple[bytes, int]], origin: dict,
                 position_key: str = "offset") -> tuple[list[list[Event]], list[DeadLetter]]:
         """`records` are (raw bytes, position); a dead letter's source is `origin` + position."""
         routes: list[list[Event]] = [[] for _ in range(self.shards)]
         dead: list[DeadLetter] = []
-        frontier, shards, limit = self.frontier, self.shards, self.max_event_bytes
+        frontier, shards, limit, consumed = self.frontier, self.shards, self.max_event_bytes, self.consumed
         for raw, position in records:
             ev = parse_event(raw, limit)
             if type(ev) is Invalid:
                 dead.append(DeadLetter(ev.reason, ev.detail, {**origin, position_key: position}, bytes(raw)))
                 self.invalid[ev.reason] = self.invalid.get(ev.reason, 0) + 1
                 continue
+            consumed[ev.type] = consumed.get(ev.type, 0) + 1
             if ev.ts > frontier:
                 frontier = ev.ts
             routes[_xxh32(ev.contact_id.encode()) % shards if shards > 1 else 0].append(ev)

@@ -42,6 +42,10 @@ class ShardStats:
     ignored: int = 0
     late: int = 0
     changes: int = 0
+    members: list = field(default_factory=list)  # current members per segment, in program order
+
+    def copy(self) -> "ShardStats":
+        return ShardStats(**{**vars(self), "members": list(self.members)})
 
 
 @dataclass
@@ -70,7 +74,7 @@ class Shard:
             self.seen = SeenIds(dedup_horizon)
             self.heap: list[int] = []
             self.pending: dict[int, list] = {}
-            self.stats = ShardStats()
+            self.stats = ShardStats(members=[0] * len(program.segments))
         else:
             if state.fingerprint != program.fingerprint:
                 raise ValueError(
@@ -85,7 +89,7 @@ class Shard:
             self.seen.__setstate__(_copy_seen(state.seen))
             self.heap = list(state.heap)
             self.pending = {r: list(p) for r, p in state.pending.items()}
-            self.stats = ShardStats(**vars(state.stats))
+            self.stats = state.stats.copy()
         self.index = {cid: row for row, cid in enumerate(self.cids)}
         fns = program.bind(self.I, self.F, self.O, self.heap)
         self._settle, self._seg = fns["settle"], fns["seg"]
@@ -107,7 +111,7 @@ class Shard:
         return ShardState(
             self.program.fingerprint, list(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
-            list(self.heap), {r: list(p) for r, p in self.pending.items()}, ShardStats(**vars(self.stats)))
+            list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy())
 
     def next_due(self) -> int | None:
         """Earliest event time at which something may be due (pending or timer)."""
@@ -252,10 +256,12 @@ class Shard:
         I[BITS][row] = new
         cid, seq0 = self.cids[row], I[SEQ][row]
         seq, diff, i = seq0, old ^ new, 0
+        members = self.stats.members
         while diff:
             if diff & 1:
                 seq += 1
                 enter = bool(new >> i & 1)
+                members[i] += 1 if enter else -1
                 out.append(Change(cid, self._seg_ids[i], "enter" if enter else "exit", t, seq,
                                   p[0], p[1], self._expiry(i, row, t) if enter else None, p[2]))
             diff >>= 1

@@ -107,3 +107,26 @@ def test_custom_segments_and_bad_definitions(tmp_path):
     assert proc.returncode == 2
     assert "segs.yaml: segments[0].when.event.within: must be a positive duration" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_replay_with_campaigns_reproduces_every_decision(tmp_path):
+    """--campaigns writes messages and decisions beside the output, the same bytes on every run."""
+    lines = make_stream(400, seed=13)
+    profiles = [orjson.dumps({"event_id": f"p{i}", "contact_id": f"c{i}", "type": "profile_updated", "ts": T0 - 1,
+                              "properties": {"first_name": "Ana", "email": f"c{i}@example.com", "phone": "+33600000000"}})
+                for i in range(5)]
+    runs = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        _, _, stderr = run_replay(d, profiles + lines, format_ms(T0 + 2000 * H), "--campaigns", "builtin")
+        runs.append(((d / "changes.messages.jsonl").read_bytes(), (d / "changes.decisions.jsonl").read_bytes()))
+        assert "messages" in stderr
+    assert runs[0] == runs[1]
+    messages = [orjson.loads(x) for x in runs[0][0].splitlines()]
+    decisions = [orjson.loads(x) for x in runs[0][1].splitlines()]
+    assert messages and decisions
+    assert len({m["message_id"] for m in messages}) == len(messages)
+    assert all(m["to"] and m["body"] for m in messages)
+    assert {d["outcome"] for d in decisions} <= {"skipped_consent", "skipped_duplicate", "skipped_stale", "capped",
+                                                 "deferred", "cancelled", "failed"}

@@ -1,0 +1,50 @@
+"""Report the engine's counters to Prometheus, as deltas, once per batch (live flow only).
+
+The engine counts in plain integers (`Intake.consumed`, `ShardStats`); turning them into
+metrics per batch instead of per event keeps the hot path free of metric calls.
+"""
+
+from __future__ import annotations
+
+from metrics.registry import get_metrics
+from state.intake import Intake
+from state.shard import Shard, ShardStats
+
+__all__ = ["IntakeObserver", "ShardObserver"]
+
+
+class IntakeObserver:
+    def __init__(self) -> None:
+        self.m = get_metrics()
+        self.seen: dict[str, int] = {}
+
+    def report(self, intake: Intake) -> None:
+        for etype, n in intake.consumed.items():
+            delta = n - self.seen.get(etype, 0)
+            if delta:
+                self.m.on_event(etype, delta)
+                self.seen[etype] = n
+
+
+class ShardObserver:
+    def __init__(self, shard: Shard) -> None:
+        self.m = get_metrics()
+        self.key = id(self)  # one gauge series per shard; the exposition sums them
+        self.last = shard.stats.copy()
+        self.segments = [s.id for s in shard.program.segments]
+
+    def report(self, shard: Shard, watermark_ms: int) -> None:
+        now, last = shard.stats, self.last
+        self.m.add_shard_stats(ShardStats(duplicates=now.duplicates - last.duplicates,
+                                          ignored=now.ignored - last.ignored, late=now.late - last.late))
+        for seg, n in zip(self.segments, now.members):
+            self.m.set_members(seg, n, shard=self.key)
+        self.m.set_state(len(shard), shard.timers(), shard=self.key)
+        if watermark_ms > 0:
+            self.m.set_watermark(watermark_ms / 1000.0, shard=self.key)
+        self.last = now.copy()
+
+    def count_outputs(self, outputs: list) -> None:
+        """Campaign decisions by campaign, channel and outcome (a released message: `sent`)."""
+        for o in outputs:
+            self.m.on_message(o.campaign_id, o.channel, getattr(o, "outcome", "sent"))
