@@ -87,7 +87,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return cmd_demo(args)
 
 
+def _deliver_args(sub: argparse._SubParsersAction) -> None:
+    from .deliver import add_deliver_args
+
+    p = sub.add_parser("deliver", help="send retargeting messages from Kafka, each exactly once (Redis idempotency)",
+                       description="Consume retargeting-messages and send each through the channels configured "
+                                   "in the environment (docs/delivery.md).")
+    add_deliver_args(p)
+
+
+def _cmd_deliver(args: argparse.Namespace) -> int:
+    from .deliver import cmd_deliver
+
+    return cmd_deliver(args)
+
+
+def _members_args(sub: argparse._SubParsersAction) -> None:
+    from .members import add_members_args
+
+    p = sub.add_parser("members", help="members of a segment from the Redis membership view",
+                       description="List, count or test the members of a segment in the Redis membership view.")
+    add_members_args(p)
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    from .members import cmd_members
+
+    return cmd_members(args)
+
+
 COMMANDS = {"replay": (_replay_args, _cmd_replay), "run": (_run_args, _cmd_run), "demo": (_demo_args, _cmd_demo)}
+COMMANDS["deliver"] = (_deliver_args, _cmd_deliver)
+COMMANDS["members"] = (_members_args, _cmd_members)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,290 @@
+"""`espresso deliver`: send the retargeting messages of a Kafka topic, each exactly once.
+
+    retargeting-messages ──▶ consumer (group --group) ──▶ Sender (Redis idempotency, channels)
+                                                            ├─▶ decision records  (--decisions-topic)
+                                                            └─▶ dead letters      (--dlq-topic)
+
+Input is at-least-once: the offsets of a consumed batch are committed only after the sender
+has a decision for every message of the batch and the decision/dead-letter records are
+acknowledged by Kafka. A crash re-reads at most the uncommitted batch; the Redis
+idempotency keys make the re-read messages `skipped_duplicate` instead of a second send
+(docs/delivery.md, "Exactly once").
+
+Channels come from the environment: `ESPRESSO_WEBHOOK_URL` (webhook for sms, push and email)
+and `ESPRESSO_SMTP_HOST` (SMTP for email, taking precedence over the webhook for email).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from state.errors import EspressoError
+
+__all__ = ["DeliverConfig", "DeliverConfigError", "add_deliver_args", "build_channels", "cmd_deliver",
+           "config_from_args", "deliver"]
+
+log = logging.getLogger("espresso.deliver")
+
+
+class DeliverConfigError(EspressoError):
+    """A setting of `espresso deliver` that cannot work; names the flag, the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class DeliverConfig:
+    kafka: Any  # connectors.kafka_config.KafkaConfig
+    redis_url: str
+    messages_topic: str = "retargeting-messages"
+    decisions_topic: str = "retargeting-decisions"
+    dlq_topic: str = "retargeting-messages-dlq"
+    group_id: str = "espresso-deliver"
+    batch_size: int = 500
+    max_in_flight: int = 64
+    flush_timeout_s: float = 300.0
+    stop_at_end: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise DeliverConfigError(f"--batch-size (ESPRESSO_DELIVER_BATCH_SIZE) must be >= 1: {self.batch_size}")
+        if self.max_in_flight < 1:
+            raise DeliverConfigError(
+                f"--max-in-flight (ESPRESSO_DELIVER_MAX_IN_FLIGHT) must be >= 1: {self.max_in_flight}")
+        topics = {self.messages_topic, self.decisions_topic, self.dlq_topic}
+        if len(topics) != 3:
+            raise DeliverConfigError(
+                "--messages-topic, --decisions-topic and --dlq-topic must be three different topics: "
+                f"{self.messages_topic!r}, {self.decisions_topic!r}, {self.dlq_topic!r}")
+
+
+def _env(name: str, default: Any = None) -> Any:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def add_deliver_args(p: argparse.ArgumentParser) -> None:
+    """Flags of `espresso deliver`; every default comes from its environment variable."""
+    p.add_argument("--bootstrap-servers", default=_env("KAFKA_BOOTSTRAP_SERVERS"),
+                   help="HOST:PORT[,HOST:PORT] of the brokers [env KAFKA_BOOTSTRAP_SERVERS] (required); "
+                        "security from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CA_LOCATION")
+    p.add_argument("--messages-topic", default=_env("ESPRESSO_MESSAGES_TOPIC", "retargeting-messages"),
+                   help="topic of message records to send [env ESPRESSO_MESSAGES_TOPIC] (default %(default)s)")
+    p.add_argument("--decisions-topic", default=_env("ESPRESSO_DECISIONS_TOPIC", "retargeting-decisions"),
+                   help="topic of decision records (sent, failed, skipped_duplicate) [env ESPRESSO_DECISIONS_TOPIC] "
+                        "(default %(default)s)")
+    p.add_argument("--dlq-topic", default=_env("ESPRESSO_MESSAGES_DLQ_TOPIC", "retargeting-messages-dlq"),
+                   help="topic of messages that failed for good [env ESPRESSO_MESSAGES_DLQ_TOPIC] "
+                        "(default %(default)s)")
+    p.add_argument("--group", default=_env("ESPRESSO_DELIVER_GROUP", "espresso-deliver"),
+                   help="Kafka consumer group; its committed offsets say what was delivered "
+                        "[env ESPRESSO_DELIVER_GROUP] (default %(default)s)")
+    p.add_argument("--redis-url", default=_env("REDIS_URL"),
+                   help="Redis of the idempotency keys [env REDIS_URL] (required)")
+    p.add_argument("--batch-size", type=int, default=int(_env("ESPRESSO_DELIVER_BATCH_SIZE", 500)),
+                   help="messages per consumed batch; offsets are committed per batch "
+                        "[env ESPRESSO_DELIVER_BATCH_SIZE] (default %(default)s)")
+    p.add_argument("--max-in-flight", type=int, default=int(_env("ESPRESSO_DELIVER_MAX_IN_FLIGHT", 64)),
+                   help="sends running at once [env ESPRESSO_DELIVER_MAX_IN_FLIGHT] (default %(default)s)")
+    p.add_argument("--stop-at-end", action="store_true", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DeliverConfig:
+    from connectors.kafka_config import KafkaConfig
+
+    if not args.redis_url:
+        raise DeliverConfigError("no Redis for the idempotency keys: pass --redis-url redis://HOST:PORT/DB "
+                                 "or set REDIS_URL")
+    if not str(args.redis_url).startswith(("redis://", "rediss://", "unix://")):
+        raise DeliverConfigError(f"--redis-url (REDIS_URL) must be a redis://, rediss:// or unix:// URL: "
+                                 f"{args.redis_url!r}")
+    return DeliverConfig(
+        kafka=KafkaConfig.from_env(args.bootstrap_servers, environ, client_id="espresso-deliver"),
+        redis_url=args.redis_url, messages_topic=args.messages_topic, decisions_topic=args.decisions_topic,
+        dlq_topic=args.dlq_topic, group_id=args.group, batch_size=args.batch_size,
+        max_in_flight=args.max_in_flight, stop_at_end=args.stop_at_end)
+
+
+def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Channels by message `channel`, from the environment (secrets are read now)."""
+    from connectors.delivery import DeliveryConfigError
+    from connectors.smtp import SmtpChannel, SmtpConfig
+    from connectors.webhook import WebhookChannel, WebhookConfig
+
+    env = os.environ if environ is None else environ
+    channels: dict[str, Any] = {}
+    try:
+        if env.get("ESPRESSO_WEBHOOK_URL"):
+            webhook = WebhookChannel(WebhookConfig.from_env(env), environ=env)
+            channels.update(sms=webhook, push=webhook, email=webhook)
+        if env.get("ESPRESSO_SMTP_HOST"):
+            channels["email"] = SmtpChannel(SmtpConfig.from_env(env), environ=env)
+    except DeliveryConfigError as exc:
+        raise DeliverConfigError(str(exc)) from exc
+    if not channels:
+        raise DeliverConfigError(
+            "no delivery channel configured: set ESPRESSO_WEBHOOK_URL (webhook for sms, push and email) "
+            "and/or ESPRESSO_SMTP_HOST with ESPRESSO_SMTP_FROM (SMTP for email); see docs/delivery.md")
+    return channels
+
+
+# -- the loop ------------------------------------------------------------------------
+_stop_requested = False
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    global _stop_requested
+    if _stop_requested:  # a second signal aborts
+        raise KeyboardInterrupt
+    _stop_requested = True
+    log.info("espresso deliver: %s received, finishing the current batch", signal.Signals(signum).name)
+
+
+@dataclass
+class DeliverStats:
+    consumed: int = 0
+    invalid: int = 0
+    committed_batches: int = 0
+
+
+def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) -> DeliverStats:
+    """Consume, send, commit after flush; until a stop signal (or the end, with `stop_at_end`)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    from connectors.delivery import DeliveryConfigError, SendResult
+    from connectors.idempotency import IdempotencyConfig, RedisIdempotency
+    from connectors.kafka_messages import KafkaRecordWriter
+    from connectors.sender import Sender, SenderConfig, dead_letter_record
+
+    channels = build_channels() if channels is None else channels
+    try:
+        idempotency = RedisIdempotency(IdempotencyConfig(config.redis_url))
+        writer = KafkaRecordWriter(config.kafka.bootstrap_servers,
+                                   {**config.kafka.settings, **config.kafka.producer_settings})
+        sender = Sender(SenderConfig(max_in_flight=config.max_in_flight,
+                                     max_queued=max(config.max_in_flight, 2 * config.batch_size),
+                                     name="deliver"),
+                        idempotency, channels,
+                        on_result=writer.decision_callback(config.decisions_topic),
+                        dead_letter=writer.dead_letter_callback(config.dlq_topic))
+    except DeliveryConfigError as exc:
+        raise DeliverConfigError(str(exc)) from exc
+    dead_letter = writer.dead_letter_callback(config.dlq_topic)
+    stats = DeliverStats()
+    pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset, not yet committed
+    assigned: set[int] = set()
+    at_end: set[int] = set()
+
+    def commit(consumer: Consumer) -> None:
+        """Flush the sender and the record writer, then commit what the batch consumed."""
+        if not pending:
+            return
+        if not sender.flush(config.flush_timeout_s):
+            raise DeliverConfigError(f"the sender did not finish the batch within {config.flush_timeout_s}s; "
+                                     "offsets not committed (the batch is re-read on restart)")
+        left = writer.flush(30.0)
+        if left:
+            raise DeliverConfigError(f"{left} decision/dead-letter records not acknowledged by Kafka within 30s; "
+                                     "offsets not committed (check the brokers and --decisions-topic/--dlq-topic)")
+        offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
+        consumer.commit(offsets=offsets, asynchronous=False)
+        pending.clear()
+        stats.committed_batches += 1
+
+    def on_assign(consumer: Consumer, parts: list) -> None:
+        assigned.update(tp.partition for tp in parts)
+        log.info("espresso deliver: assigned %s", sorted(tp.partition for tp in parts))
+
+    def on_revoke(consumer: Consumer, parts: list) -> None:
+        try:
+            commit(consumer)  # finish what we consumed before another member takes over
+        except Exception:
+            log.exception("espresso deliver: commit at revocation failed")
+        for tp in parts:
+            assigned.discard(tp.partition)
+            at_end.discard(tp.partition)
+
+    conf = config.kafka.consumer(config.group_id, **{"enable.partition.eof": True})
+    conf.pop("fetch.wait.max.ms", None)
+    try:
+        consumer = Consumer(conf)
+    except KafkaException as exc:
+        raise DeliverConfigError(f"Kafka consumer: {exc} (check KAFKA_CONSUMER_SETTINGS and KAFKA_* security)") \
+            from exc
+    md = consumer.list_topics(timeout=15)
+    if config.messages_topic not in md.topics or md.topics[config.messages_topic].error is not None:
+        consumer.close()
+        writer.close(5)
+        raise DeliverConfigError(f"topic {config.messages_topic!r} (--messages-topic / ESPRESSO_MESSAGES_TOPIC) "
+                                 f"does not exist on {config.kafka.bootstrap_servers}: create it or fix the name")
+
+    global _stop_requested
+    _stop_requested = False
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in previous:
+        signal.signal(s, _on_stop_signal)
+    sender.start()
+    consumer.subscribe([config.messages_topic], on_assign=on_assign, on_revoke=on_revoke)
+    try:
+        while not _stop_requested:
+            batch = consumer.consume(config.batch_size, 0.5)
+            for m in batch:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(m.partition())
+                        continue
+                    if err.fatal():
+                        raise DeliverConfigError(f"Kafka: {err.str()}")
+                    log.warning("espresso deliver: Kafka: %s", err.str())
+                    continue
+                at_end.discard(m.partition())
+                pending[(m.topic(), m.partition())] = m.offset() + 1
+                stats.consumed += 1
+                try:
+                    message = orjson.loads(m.value() or b"")
+                except orjson.JSONDecodeError:
+                    message = None
+                if not isinstance(message, dict):
+                    stats.invalid += 1
+                    raw = (m.value() or b"").decode("utf-8", "replace")
+                    dead_letter(dead_letter_record({"raw": raw}, SendResult.failure(
+                        "bad_message", f"not a JSON object at {m.topic()}[{m.partition()}]@{m.offset()}", 0), ""))
+                    continue
+                sender.submit(message)
+            commit(consumer)
+            if config.stop_at_end and assigned and assigned <= at_end and not pending:
+                break
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        try:
+            commit(consumer)
+        finally:
+            consumer.close()
+            sender.close(config.flush_timeout_s)
+            writer.close(30.0)
+    st = sender.stats()
+    log.info("espresso deliver: stopped; consumed %d, sent %d, failed %d, duplicates %d, invalid %d",
+             stats.consumed, st.sent, st.failed, st.duplicates, stats.invalid)
+    return stats
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    config = config_from_args(args)
+    channels = build_channels()
+    started = time.monotonic()
+    stats = deliver(config, channels)
+    print(f"espresso deliver: {stats.consumed} messages consumed in {time.monotonic() - started:.1f}s "
+          f"({stats.invalid} invalid -> {config.dlq_topic})", file=sys.stderr)
+    return 0
