@@ -11,7 +11,7 @@ from bytewax.operators import StatefulBatchLogic
 from state.events import Event
 from state.intake import Intake
 from state.campaigns import CampaignEngine
-from state.shard import Shard, ShardState
+from state.shard import Shard
 from state.timeutil import NEVER
 
 from .config import LIVE, FlowConfig

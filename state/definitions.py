@@ -19,10 +19,9 @@ from .conditions import (
     Profile, Segment, Selector,
 )
 from .errors import DefinitionError
-from .events import CONSENT_CHANNELS
 from .timeutil import parse_duration
 
-__all__ = ["load_segments", "parse_segments", "builtin_segments", "BUILTIN_FILE"]
+__all__ = ["load_segments", "parse_segments", "builtin_segments", "load_yaml", "BUILTIN_FILE"]
 
 BUILTIN_FILE = "builtin/espresso.yaml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
@@ -248,7 +247,8 @@ def parse_segments(doc: Any, file: str) -> list[Segment]:
     return segments
 
 
-def _load_yaml(text: str, file: str) -> Any:
+def load_yaml(text: str, file: str) -> Any:
+    """Parse YAML; a syntax error names the file, line and column."""
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -267,9 +267,9 @@ def load_segments(path: str | Path | None = None) -> list[Segment]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise DefinitionError(str(p), "", f"cannot read: {exc.strerror}", "check the path") from None
-    return parse_segments(_load_yaml(text, str(p)), str(p))
+    return parse_segments(load_yaml(text, str(p)), str(p))
 
 
 def builtin_segments() -> list[Segment]:
     text = resources.files("state").joinpath(BUILTIN_FILE).read_text(encoding="utf-8")
-    return parse_segments(_load_yaml(text, BUILTIN_FILE), BUILTIN_FILE)
+    return parse_segments(load_yaml(text, BUILTIN_FILE), BUILTIN_FILE)

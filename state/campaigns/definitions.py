@@ -13,11 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..conditions import Segment
-from ..definitions import builtin_segments, parse_segments
+from ..definitions import builtin_segments, load_yaml, parse_segments
 from ..errors import DefinitionError
 from ..timeutil import parse_duration
 from .model import (
@@ -357,16 +356,6 @@ def parse_campaigns(doc: Any, file: str, segments: list[Segment] | None = None, 
                      _fingerprint(text or repr(doc), known))
 
 
-def _load_yaml(text: str, file: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DefinitionError(file, where, f"not valid YAML: {exc.problem}",
-                              "check indentation and quoting at that line") from None
-
-
 def load_campaigns(path: str | Path | None, segments: list[Segment] | None = None, *,
                    default_timezone: str | None = None) -> Campaigns:
     """Campaigns from a file, or the built-in espresso campaigns when `path` is None."""
@@ -377,11 +366,11 @@ def load_campaigns(path: str | Path | None, segments: list[Segment] | None = Non
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise DefinitionError(str(p), "", f"cannot read: {exc.strerror}", "check the path") from None
-    return parse_campaigns(_load_yaml(text, str(p)), str(p), segments, default_timezone=default_timezone, text=text)
+    return parse_campaigns(load_yaml(text, str(p)), str(p), segments, default_timezone=default_timezone, text=text)
 
 
 def builtin_campaigns(segments: list[Segment] | None = None, *, default_timezone: str | None = None) -> Campaigns:
     """The espresso campaigns of seed 000 plus an abandoned-checkout reminder (docs/campaigns.md)."""
     text = resources.files("state").joinpath(BUILTIN_CAMPAIGNS_FILE).read_text(encoding="utf-8")
-    return parse_campaigns(_load_yaml(text, BUILTIN_CAMPAIGNS_FILE), BUILTIN_CAMPAIGNS_FILE, segments,
+    return parse_campaigns(load_yaml(text, BUILTIN_CAMPAIGNS_FILE), BUILTIN_CAMPAIGNS_FILE, segments,
                            default_timezone=default_timezone, text=text)
