@@ -94,6 +94,8 @@ def add_deliver_args(p: argparse.ArgumentParser) -> None:
                         "[env ESPRESSO_DELIVER_BATCH_SIZE] (default %(default)s)")
     p.add_argument("--max-in-flight", type=int, default=int(_env("ESPRESSO_DELIVER_MAX_IN_FLIGHT", 64)),
                    help="sends running at once [env ESPRESSO_DELIVER_MAX_IN_FLIGHT] (default %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=int(_env("ESPRESSO_METRICS_PORT", -1)),
+                   help="port of /metrics, /livez, /readyz; -1: off [env ESPRESSO_METRICS_PORT] (default %(default)s)")
     p.add_argument("--stop-at-end", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -173,7 +175,7 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
                                      max_queued=max(config.max_in_flight, 2 * config.batch_size),
                                      name="deliver"),
                         idempotency, channels,
-                        on_result=writer.decision_callback(config.decisions_topic),
+                        on_result=_observed(writer.decision_callback(config.decisions_topic)),
                         dead_letter=writer.dead_letter_callback(config.dlq_topic))
     except DeliveryConfigError as exc:
         raise DeliverConfigError(str(exc)) from exc
@@ -278,10 +280,29 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     return stats
 
 
+def _observed(write_decision):
+    """Every delivery result is a decision record and two metrics: outcome, and send latency."""
+    from metrics.registry import get_metrics
+
+    m = get_metrics()
+
+    def on_result(decision: dict) -> None:
+        channel = decision.get("channel") or "other"
+        m.on_message(decision.get("campaign_id") or "other", channel, decision.get("outcome") or "failed")
+        if decision.get("latency_ms") is not None and decision.get("outcome") == "sent":
+            m.observe_send(channel, decision["latency_ms"] / 1000.0)
+        write_decision(decision)
+    return on_result
+
+
 def cmd_deliver(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = config_from_args(args)
+    if args.metrics_port >= 0:
+        from . import health
+
+        health.serve(args.metrics_port)
     channels = build_channels()
     started = time.monotonic()
     stats = deliver(config, channels)

@@ -117,7 +117,10 @@ class ShardLogic(StatefulBatchLogic):
         for b in values:
             if b.frontier > self.frontier:
                 self.frontier, self.arrival_ms = b.frontier, b.arrival_ms
-            out.extend(self._process(b.events, self.watermark(), flush=self.live))
+            done = self._process(b.events, self.watermark(), flush=self.live)
+            if self.observer is not None and b.events:
+                self.observer.observe_ingest(done, b.arrival_ms)
+            out.extend(done)
         self._report()
         return out, StatefulBatchLogic.RETAIN
 

@@ -6,11 +6,17 @@ metrics per batch instead of per event keeps the hot path free of metric calls.
 
 from __future__ import annotations
 
+import time
+
 from metrics.registry import get_metrics
 from state.intake import Intake
 from state.shard import Shard, ShardStats
 
 __all__ = ["IntakeObserver", "ShardObserver"]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class IntakeObserver:
@@ -43,6 +49,13 @@ class ShardObserver:
         if watermark_ms > 0:
             self.m.set_watermark(watermark_ms / 1000.0, shard=self.key)
         self.last = now.copy()
+
+    def observe_ingest(self, out: list, arrival_ms: int) -> None:
+        """Ingestion -> emission latency of the changes caused by a batch's events."""
+        seconds = max(0, wall_ms() - arrival_ms) / 1000.0
+        for item in out:
+            if getattr(item, "cause_event_id", None) is not None:
+                self.m.observe_ingest_latency(seconds)
 
     def count_outputs(self, outputs: list) -> None:
         """Campaign decisions by campaign, channel and outcome (a released message: `sent`)."""

@@ -1,19 +1,19 @@
-"""A real Prometheus scrapes a process running `metrics.server.serve` (with a real Bytewax
-dataflow): every dashboard query returns data and every alert rule loads and evaluates."""
+"""A real Prometheus scrapes the real flow (`espresso run` with campaigns, `espresso deliver`,
+live traffic on the test broker): every dashboard query returns data and every alert rule
+loads and evaluates."""
 
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from .prometheus import Prometheus, free_port
-from .promql import ROOT, dashboard_exprs, expand_grafana, load_rules, rule_exprs
+from .prometheus import Prometheus
+from .real_flow import RealFlow
+from .promql import dashboard_exprs, expand_grafana, load_rules, rule_exprs
 
 pytestmark = pytest.mark.integration
 
@@ -36,40 +36,40 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    """`host:port` of a fake espresso process (tests/metrics/fake_flow.py)."""
-    tmp = tmp_path_factory.mktemp("fake-flow")
-    port = free_port()
-    env = {**os.environ, "BYTEWAX_DATAFLOW_API_ENABLED": "true", "BYTEWAX_DATAFLOW_API_PORT": str(free_port()),
-           "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp), "PYTHONPATH": str(ROOT)}
-    with open(tmp / "fake_flow.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.metrics.fake_flow", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/livez", proc, 20)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def webhook():
+    """A local delivery provider that accepts every message."""
+    from tests.connectors.http_server import WebhookServer
+
+    server = WebhookServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def prom(target):
-    """Prometheus scraping `target` every second with espresso's alert rules loaded, after
-    enough scrapes for rates over RATE_INTERVAL (Bytewax's metrics included)."""
-    with Prometheus.start([target], rule_groups=load_rules()["spec"]["groups"]) as p:
-        p.wait_target_up()
+def flow(tmp_path_factory, kafka_bootstrap, redis_server, webhook):
+    """`espresso run --campaigns builtin` and `espresso deliver`, fed live traffic."""
+    with RealFlow(tmp_path_factory.mktemp("real-flow"), kafka_bootstrap, redis_server.url, webhook.url) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def prom(flow):
+    """Prometheus scraping both processes every second with espresso's alert rules loaded,
+    after enough scrapes for rates over RATE_INTERVAL and a message sent and a time-driven exit."""
+    with Prometheus.start(flow.targets, rule_groups=load_rules()["spec"]["groups"]) as p:
+        p.wait_target_up(timeout_s=60)
         ready = (f"count_over_time(espresso_build_info[{RATE_INTERVAL}]) >= 4",
-                 f"count_over_time(bytewax_item_out_count_total[{RATE_INTERVAL}]) >= 3")
-        deadline = time.monotonic() + 25
+                 f"count_over_time(bytewax_item_out_count_total[{RATE_INTERVAL}]) >= 3",
+                 "espresso_send_duration_seconds_count > 0",
+                 'espresso_segment_changes_total{direction="exit"} > 0',
+                 "espresso_events_late_total > 0")
+        deadline = time.monotonic() + 60
         while not all(p.query(q) for q in ready):
             if time.monotonic() > deadline:
-                pytest.fail(f"not enough scrapes after 25 s: {[q for q in ready if not p.query(q)]}")
+                missing = [q for q in ready if not p.query(q)]
+                pytest.fail(f"not ready after 60 s: {missing}\nrun: {flow.log('run')}\ndeliver: {flow.log('deliver')}")
             time.sleep(0.5)
+        time.sleep(4)  # a few more scrapes so every rate has two points with traffic
         yield p
 
 
@@ -108,4 +108,4 @@ def test_bytewax_metrics_come_through_our_port(prom):
     """Bytewax's Rust-side metrics are scraped from espresso's one metrics port."""
     assert [float(r["value"][1]) for r in prom.query("espresso_bytewax_api_up")] == [1.0]
     steps = {r["metric"]["step_id"] for r in prom.query("bytewax_item_out_count_total")}
-    assert any(s.startswith("fake.segments") for s in steps), steps
+    assert any(s.startswith("espresso.segments") for s in steps), steps
