@@ -7,6 +7,7 @@ configuration errors into one clear line on stderr and an exit code.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -58,67 +59,38 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_args(sub: argparse._SubParsersAction) -> None:
-    from .run import add_run_args
+class _Lazy:
+    """A subcommand whose flags and body live in its own module `flows/NAME.py`
+    (`add_NAME_args`, `cmd_NAME`); those modules import Kafka and Redis clients only inside
+    their functions."""
 
-    p = sub.add_parser("run", help="the live flow on Kafka: contact events in, segment changes out",
-                       description="Run the segment flow on Kafka (flags and environment: docs/live.md).")
-    add_run_args(p)
+    def __init__(self, name: str, help: str, description: str) -> None:  # noqa: A002 - argparse's word
+        self.name, self.help, self.description = name, help, description
 
+    def _module(self):
+        return importlib.import_module(f"flows.{self.name}")
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import cmd_run
+    def add(self, sub: argparse._SubParsersAction) -> None:
+        p = sub.add_parser(self.name, help=self.help, description=self.description)
+        getattr(self._module(), f"add_{self.name}_args")(p)
 
-    return cmd_run(args)
-
-
-def _demo_args(sub: argparse._SubParsersAction) -> None:
-    from .demo import add_demo_args
-
-    p = sub.add_parser("demo", help="live demo on an embedded broker: synthetic shop traffic, changes printed as they happen",
-                       description="Start an embedded Kafka-compatible broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
-                                   "stream synthetic contact events into it and print segment changes live.")
-    add_demo_args(p)
+    def run(self, args: argparse.Namespace) -> int:
+        return getattr(self._module(), f"cmd_{self.name}")(args)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import cmd_demo
-
-    return cmd_demo(args)
-
-
-def _deliver_args(sub: argparse._SubParsersAction) -> None:
-    from .deliver import add_deliver_args
-
-    p = sub.add_parser("deliver", help="send retargeting messages from Kafka, each exactly once (Redis idempotency)",
-                       description="Consume retargeting-messages and send each through the channels configured "
-                                   "in the environment (docs/delivery.md).")
-    add_deliver_args(p)
-
-
-def _cmd_deliver(args: argparse.Namespace) -> int:
-    from .deliver import cmd_deliver
-
-    return cmd_deliver(args)
-
-
-def _members_args(sub: argparse._SubParsersAction) -> None:
-    from .members import add_members_args
-
-    p = sub.add_parser("members", help="members of a segment from the Redis membership view",
-                       description="List, count or test the members of a segment in the Redis membership view.")
-    add_members_args(p)
-
-
-def _cmd_members(args: argparse.Namespace) -> int:
-    from .members import cmd_members
-
-    return cmd_members(args)
-
-
-COMMANDS = {"replay": (_replay_args, _cmd_replay), "run": (_run_args, _cmd_run), "demo": (_demo_args, _cmd_demo)}
-COMMANDS["deliver"] = (_deliver_args, _cmd_deliver)
-COMMANDS["members"] = (_members_args, _cmd_members)
+_LAZY = [
+    _Lazy("run", "the live flow on Kafka: contact events in, segment changes out",
+          "Run the segment flow on Kafka (flags and environment: docs/live.md)."),
+    _Lazy("demo", "live demo on an embedded broker: synthetic shop traffic, changes printed as they happen",
+          "Start an embedded Kafka-compatible broker (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+          "stream synthetic contact events into it and print segment changes live."),
+    _Lazy("deliver", "send retargeting messages from Kafka, each exactly once (Redis idempotency)",
+          "Consume retargeting-messages and send each through the channels configured "
+          "in the environment (docs/delivery.md)."),
+    _Lazy("members", "members of a segment from the Redis membership view",
+          "List, count or test the members of a segment in the Redis membership view."),
+]
+COMMANDS = {"replay": (_replay_args, _cmd_replay), **{c.name: (c.add, c.run) for c in _LAZY}}
 
 
 def main(argv: list[str] | None = None) -> int:
