@@ -29,7 +29,7 @@ from .nextchange import INF, TimedGen
 from .timeutil import NEVER
 
 __all__ = [
-    "Program", "compile_program", "CONSENT_TYPE", "PROFILE_TYPE", "pack_consent", "BITS", "CLOCK",
+    "Program", "compile_program", "CONSENT_TYPE", "PROFILE_TYPE", "BITS", "CLOCK",
     "SCHED", "SEQ", "NO_TIMER", "Keep",
 ]
 
@@ -43,11 +43,6 @@ BITS, CLOCK, SCHED, SEQ = 0, 1, 2, 3
 _FIXED = 4
 
 
-def pack_consent(ts: int, status: int, reason_code: int) -> int:
-    """Newest time wins; at the same millisecond `unsubscribed` wins (never message a doubt)."""
-    return (ts << 8) | (status << 6) | reason_code
-
-
 @dataclass
 class _Layout:
     ints: int = _FIXED
@@ -59,7 +54,6 @@ class _Layout:
     consent: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # reason -> code 1..63
     profile: dict[str, int] = field(default_factory=dict)
-    timers: list[tuple[int, int]] = field(default_factory=list)  # (int column, offset ms)
     items: dict[str, int] = field(default_factory=dict)  # event type -> object column of latest items
 
     def ring(self, sel: Selector, k: int) -> list[int]:
@@ -68,10 +62,6 @@ class _Layout:
             cols.append(self.ints)
             self.ints += 1
         return cols
-
-    def timer(self, col: int, offset: int) -> None:
-        if (col, offset) not in self.timers:
-            self.timers.append((col, offset))
 
 
 class _Gen:
@@ -121,10 +111,8 @@ class _Gen:
         parts = []
         if c.op in ("at_least", "exactly") and n > 0:
             parts.append(inside(n - 1))
-            self.L.timer(cols[n - 1], w)
         if c.op in ("at_most", "exactly"):
             parts.append(f"(not {inside(n)})")
-            self.L.timer(cols[n], w)
         return "(" + " and ".join(parts) + ")"
 
     def _Lifetime(self, c: Lifetime) -> str:
@@ -145,7 +133,6 @@ class _Gen:
         self.time_dependent = True
         self.types.add(c.selector.type)
         col = self.L.ring(c.selector, 1)[0]
-        self.L.timer(col, c.duration)
         done = f"(I[{col}][row] != {NEVER} and I[{col}][row] <= t - {c.duration})"
         if c.include_never:
             return f"(I[{col}][row] == {NEVER} or {done})"
@@ -156,10 +143,8 @@ class _Gen:
         self.types.update((c.started.type, c.completed.type))
         s = self.L.ring(c.started, 1)[0]
         o = self.L.ring(c.completed, 1)[0]
-        self.L.timer(s, c.after)
         out = f"(I[{s}][row] != {NEVER} and I[{o}][row] < I[{s}][row] and t >= I[{s}][row] + {c.after}"
         if c.expires is not None:
-            self.L.timer(s, c.expires)
             out += f" and t < I[{s}][row] + {c.expires}"
         return out + ")"
 
@@ -289,6 +274,8 @@ def _updater_source(etype: str, L: _Layout, consts: dict[str, Any], fn: str) -> 
         rs = const(L.reasons)
         lines.append(f"    col = {cols}.get(props['channel'])")
         lines.append("    if col is not None:")
+        # Packed (time, status, reason): the max is the newest; at the same millisecond
+        # `unsubscribed` (2) beats `subscribed` (1), so a doubt never receives messages.
         lines.append(f"        code = (ts << 8) | ({const(_STATUS)}[props['status']] << 6) | {rs}.get(props.get('reason'), 0)")
         lines.append("        if code > I[col][row]: I[col][row] = code")
     if etype == PROFILE_TYPE and L.profile:
