@@ -26,6 +26,17 @@ S, M, H, D = 1000, 60_000, 3_600_000, 86_400_000
 
 
 # -- events ------------------------------------------------------------------------------
+#: A 3-second espresso-like segment: time-driven exits happen while a test watches.
+SHORT_WINDOW_SEGMENTS = """
+segments:
+  - id: opened-recently
+    when:
+      all:
+        - event: {type: email_open, at_least: 1, within: 3s}
+        - event: {type: order_placed, exactly: 0, within: 3s}
+"""
+
+
 def shop_events(contacts: int, events: int, seed: int, t0: int, span_ms: int) -> list[dict]:
     """In event-time order, one millisecond per event at most (no two events of a contact
     share a millisecond, so batching cannot matter), over the built-in segments' types."""

@@ -9,19 +9,12 @@ import time
 import orjson
 import pytest
 
-from tests.integration.live import (Espresso, by_id, now_ms, produce, producer, read_all, replay_changes, tick,
+from tests.integration.live import (SHORT_WINDOW_SEGMENTS, Espresso, by_id, now_ms, produce, producer, read_all,
+                                    replay_changes, tick,
                                     write_segments)
 
 pytestmark = pytest.mark.integration
 
-SEGMENTS = """
-segments:
-  - id: opened-recently
-    when:
-      all:
-        - event: {type: email_open, at_least: 1, within: 3s}
-        - event: {type: order_placed, exactly: 0, within: 3s}
-"""
 PARTS = 4
 
 
@@ -59,7 +52,7 @@ def test_sigkill_and_restart_lose_no_change_and_invent_none(kafka_bootstrap, kaf
     change_id, are exactly replay's; a repeated change_id always carries the same change."""
     topics = (kafka_topic_factory(PARTS, prefix="events"), kafka_topic_factory(PARTS, prefix="changes"),
               kafka_topic_factory(1, prefix="dlq"))
-    seg = write_segments(tmp_path, SEGMENTS)
+    seg = write_segments(tmp_path, SHORT_WINDOW_SEGMENTS)
     recovery = tmp_path / "recovery"  # empty: `espresso run` creates the partitions
     args = ("--segments", str(seg), "--allowed-lateness", "1s", "--recovery-dir", str(recovery),
             "--epoch-interval", "500ms", "--shards-per-partition", "3")

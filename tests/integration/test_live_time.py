@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.live import Espresso, S, Tail, now_ms, produce, producer, write_segments
+from tests.integration.live import (SHORT_WINDOW_SEGMENTS, Espresso, S, Tail, now_ms, produce, producer,
+                                    write_segments)
 from state.timeutil import format_ms, parse_ts
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
-
-SEGMENTS = """
-segments:
-  - id: opened-recently
-    when:
-      all:
-        - event: {type: email_open, at_least: 1, within: 3s}
-        - event: {type: order_placed, exactly: 0, within: 3s}
-"""
 
 
 def _topics(kafka_topic_factory, parts: int) -> tuple[str, str, str]:
@@ -33,7 +25,7 @@ def test_idle_input_still_produces_time_driven_exits(kafka_bootstrap, kafka_topi
     """With no input after an open, the exit at open + 3 s is emitted by itself, about
     allowed lateness (1 s) after that instant, and the enter as soon as the open is read."""
     topics = _topics(kafka_topic_factory, 2)
-    seg = write_segments(tmp_path, SEGMENTS)
+    seg = write_segments(tmp_path, SHORT_WINDOW_SEGMENTS)
     with Espresso(tmp_path, kafka_bootstrap, topics, "--segments", str(seg), "--allowed-lateness", "1s",
                   metrics_port=free_port()) as flow:
         tail = Tail(kafka_bootstrap, topics[1])
@@ -66,7 +58,7 @@ def test_a_lagging_partition_does_not_expire_its_contacts_early(kafka_bootstrap,
     contact is judged by partition 0's own event time, so its order inside the window (not
     a time-driven exit) is what makes it leave, exactly as in event-time order."""
     topics = _topics(kafka_topic_factory, 2)
-    seg = write_segments(tmp_path, SEGMENTS)
+    seg = write_segments(tmp_path, SHORT_WINDOW_SEGMENTS)
     T = 1_790_000_000_000  # event time far from the wall clock
     produce(kafka_bootstrap, topics[0], [_open("ahead", T)], partition=1)
     produce(kafka_bootstrap, topics[0], [{"event_id": f"x{i}", "contact_id": "ahead", "type": "heartbeat",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.integration.live import (D, H, by_id, produce, read_all, replay_changes, run_to_end, shop_events, tick,
-                                    without_processing_time)
+from tests.integration.live import D, by_id, produce, read_all, replay_changes, run_to_end, shop_events, tick
 
 pytestmark = pytest.mark.integration
 
