@@ -12,6 +12,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.logic import RawBatch, wall_ms
 
+from state.intake import Intake
+
+from .parse_ahead import ParseAhead
+
 __all__ = ["JsonlEventSource", "JsonlSink"]
 
 
@@ -51,19 +55,51 @@ class _FilePartition(StatefulSourcePartition):
         self._f.close()
 
 
+class _ParsedFilePartition(StatefulSourcePartition):
+    """Batches parsed by a helper process (connectors/parse_ahead.py)."""
+
+    def __init__(self, path: Path, batch_lines: int, resume_line: int, progress: Callable[[int], None] | None,
+                 intake: Intake) -> None:
+        self._ahead = ParseAhead(path, resume_line, batch_lines, intake, progress)
+        self._origin = {"file": path.name}
+
+    def next_batch(self) -> list:
+        parsed = self._ahead.next()
+        if parsed is None:
+            if self._ahead.done:
+                raise StopIteration()
+            return []
+        return [("0", RawBatch("0", [], self._origin, "line", wall_ms(), parsed))]
+
+    def snapshot(self) -> int:
+        return self._ahead.line
+
+    def close(self) -> None:
+        self._ahead.close()
+
+
 class JsonlEventSource(FixedPartitionedSource):
-    """One file, one partition `0`, read in batches of lines; resumes at a line number."""
+    """One file, one partition `0`, read in batches of lines; resumes at a line number.
+
+    With `parse_ahead` (a fresh `Intake` with the flow's settings), a helper process reads
+    and parses the file ahead of the worker.
+    """
 
     def __init__(self, path: str | os.PathLike, batch_lines: int = 2000,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None,
+                 parse_ahead: Intake | None = None) -> None:
         self.path = Path(path)
         self.batch_lines = batch_lines
         self.progress = progress
+        self.parse_ahead = parse_ahead
 
     def list_parts(self) -> list[str]:
         return ["0"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> StatefulSourcePartition:
+        if self.parse_ahead is not None:
+            return _ParsedFilePartition(self.path, self.batch_lines, resume_state or 0, self.progress,
+                                        self.parse_ahead)
         return _FilePartition(self.path, self.batch_lines, resume_state or 0, self.progress)
 
 
@@ -78,16 +114,22 @@ class _SinkPartition(StatelessSinkPartition):
         write, encode = self._f.write, self._encode
         for x in items:
             write(encode(x))
-            write(b"\n")
 
     def close(self) -> None:
         self._f.close()
 
 
-class JsonlSink(DynamicSink):
-    """Writes one JSON line per item; for single-worker runs (replay)."""
+def _json_line(item: Any) -> bytes:
+    return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
 
-    def __init__(self, path: str | os.PathLike, encode: Callable[[Any], bytes] = orjson.dumps) -> None:
+
+class JsonlSink(DynamicSink):
+    """Writes one JSON line per item; for single-worker runs (replay).
+
+    `encode` returns the whole line, newline included (orjson's OPT_APPEND_NEWLINE).
+    """
+
+    def __init__(self, path: str | os.PathLike, encode: Callable[[Any], bytes] = _json_line) -> None:
         self.path = Path(path)
         self.encode = encode
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from state.dedup import DEFAULT_HORIZON
+from state.intake import Intake
+from state.timeutil import NEVER
 from state.program import Program
 
 __all__ = ["FlowConfig", "REPLAY", "LIVE"]
@@ -42,3 +44,9 @@ class FlowConfig:
             raise ValueError(f"shards per partition must be within 1..4096: {self.shards_per_partition}")
         if self.dedup_horizon < 1:
             raise ValueError(f"dedup horizon must be >= 1: {self.dedup_horizon}")
+
+    def new_intake(self, frontier: int = NEVER) -> Intake:
+        """A partition's intake. Without campaigns, events of types no segment uses are not
+        routed to shards (the campaign stage sees every event, so then all are)."""
+        wanted = frozenset(self.program.type_masks) if self.campaigns is None else None
+        return Intake(self.shards_per_partition, self.max_event_bytes, frontier, wanted)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from bytewax.operators import StatefulBatchLogic
 
 from state.events import Event
-from state.intake import Intake
+from state.intake import Parsed
 from state.campaigns import CampaignEngine
 from state.shard import Shard
 from state.timeutil import NEVER
@@ -28,6 +28,7 @@ class RawBatch(NamedTuple):
     origin: dict  # where the records come from: {"file": ...} or {"topic", "partition"}
     position_key: str  # "line" or "offset"
     arrival_ms: int  # wall clock when the batch was read
+    parsed: Parsed | None = None  # already parsed by a helper process (then `records` is empty)
 
 
 class ShardBatch(NamedTuple):
@@ -46,14 +47,16 @@ class IntakeLogic(StatefulBatchLogic):
     """Per partition: parse and route; the only state is the partition's frontier."""
 
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
-        self.intake = Intake(cfg.shards_per_partition, cfg.max_event_bytes,
-                             NEVER if frontier is None else frontier)
+        self.intake = cfg.new_intake(NEVER if frontier is None else frontier)
         self.observer = IntakeObserver() if cfg.mode == LIVE else None
 
     def on_batch(self, values: list[RawBatch]) -> tuple[list, bool]:
         out: list = []
         for batch in values:
-            routes, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
+            if batch.parsed is None:
+                routes, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
+            else:
+                routes, dead = self.intake.absorb(batch.parsed)
             out.extend(("dead", d) for d in dead)
             frontier = self.intake.frontier
             for sub, events in enumerate(routes):

@@ -23,8 +23,12 @@ class IntakeObserver:
     def __init__(self) -> None:
         self.m = get_metrics()
         self.seen: dict[str, int] = {}
+        self.ignored = 0
 
     def report(self, intake: Intake) -> None:
+        if intake.ignored != self.ignored:
+            self.m.add_shard_stats(ShardStats(ignored=intake.ignored - self.ignored))
+            self.ignored = intake.ignored
         for etype, n in intake.consumed.items():
             delta = n - self.seen.get(etype, 0)
             if delta:

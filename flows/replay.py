@@ -10,6 +10,7 @@ import orjson
 from bytewax.testing import run_main
 
 from connectors.files import JsonlEventSource, JsonlSink
+from connectors.parse_ahead import default_parse_ahead
 from state.dedup import DEFAULT_HORIZON
 from state.campaigns import load_campaigns
 from state.definitions import load_segments
@@ -53,8 +54,11 @@ def default_dead_letter_path(out: Path) -> Path:
 def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None = None,
            dead_letters: Path | None = None, shards: int = 1, batch_lines: int = 2000,
            dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None,
-           campaigns: str | Path | None = None) -> ReplayResult:
-    """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl."""
+           campaigns: str | Path | None = None, parse_ahead: bool | None = None) -> ReplayResult:
+    """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl.
+
+    `parse_ahead` (default: when a second core is available) parses in a helper process.
+    """
     program, camps = load_program(segments, campaigns)
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
                      dedup_horizon=dedup_horizon, campaigns=camps)
@@ -64,7 +68,7 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     def counting(kind: str):
         def encode(item) -> bytes:
             counts[kind] += 1
-            return orjson.dumps(item.record())
+            return orjson.dumps(item.record(), option=orjson.OPT_APPEND_NEWLINE)
         return encode
 
     enc_change, enc_dead = counting("changes"), counting("dead")
@@ -74,7 +78,10 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
                  "decisions": JsonlSink(_beside(out, "decisions"), counting("decisions"))}
 
     bar = _progress_bar(events, progress)
-    source = JsonlEventSource(events, batch_lines, progress=bar.update_to if bar else None)
+    if parse_ahead is None:
+        parse_ahead = default_parse_ahead()
+    source = JsonlEventSource(events, batch_lines, progress=bar.update_to if bar else None,
+                              parse_ahead=cfg.new_intake() if parse_ahead else None)
     flow = build_flow(cfg, source, JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), "espresso-replay",
                       **extra)
     try:

@@ -26,7 +26,10 @@ def id_hash(event_id: str) -> int:
 
 
 class SeenIds:
-    """`add(h)` answers whether `h` was already seen, remembering it if not."""
+    """`add(event_id)` answers whether the id was already seen, remembering it if not.
+
+    Ids are hashed inside (not by the caller) to save a call per event on the hot path.
+    """
 
     __slots__ = ("horizon", "_mask", "_cur", "_prev", "_count")
 
@@ -42,7 +45,8 @@ class SeenIds:
         self._prev = array("Q", bytes(8 * size))
         self._count = 0
 
-    def add(self, h: int) -> bool:
+    def add(self, event_id: str) -> bool:
+        h = _xxh64(event_id.encode()) or 1  # = id_hash(event_id), inlined
         mask = self._mask
         prev = self._prev
         i = h & mask
@@ -68,8 +72,9 @@ class SeenIds:
             self._rotate()
         return False
 
-    def add_new(self, h: int) -> None:
-        """Remember `h` known not to be a repeat (e.g. newer than its contact's clock)."""
+    def add_new(self, event_id: str) -> None:
+        """Remember an id known not to be a repeat (e.g. newer than its contact's clock)."""
+        h = _xxh64(event_id.encode()) or 1  # = id_hash(event_id), inlined
         mask, cur = self._mask, self._cur
         i = h & mask
         while True:

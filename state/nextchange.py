@@ -81,19 +81,24 @@ class TimedGen:
         out.append(f"{inner}{v} = {(' and ' if is_all else ' or ').join(vs)}")
         if is_all:
             out.append(f"{inner}if {v}:")
-            out.append(f"{inner}    {x} = min({', '.join(kx for _, kx in names)})" if len(names) > 1
-                       else f"{inner}    {x} = {names[0][1]}")
+            out.append(f"{inner}    {x} = {self._fold('<', [kx for _, kx in names])}")
             out.append(f"{inner}else:")
-            out.append(f"{inner}    {x} = max({', '.join(f'(0 if {kv} else {kx})' for kv, kx in names)})"
-                       if len(names) > 1 else f"{inner}    {x} = {names[0][1]}")
+            out.append(f"{inner}    {x} = {self._fold('>', [f'(0 if {kv} else {kx})' for kv, kx in names])}")
         else:
             out.append(f"{inner}if {v}:")
-            out.append(f"{inner}    {x} = max({', '.join(f'({kx} if {kv} else 0)' for kv, kx in names)})"
-                       if len(names) > 1 else f"{inner}    {x} = {names[0][1]}")
+            out.append(f"{inner}    {x} = {self._fold('>', [f'({kx} if {kv} else 0)' for kv, kx in names])}")
             out.append(f"{inner}else:")
-            out.append(f"{inner}    {x} = min({', '.join(kx for _, kx in names)})" if len(names) > 1
-                       else f"{inner}    {x} = {names[0][1]}")
+            out.append(f"{inner}    {x} = {self._fold('<', [kx for _, kx in names])}")
         return v, x
+
+    def _fold(self, op: str, exprs: list[str]) -> str:
+        """min (`<`) or max (`>`) of `exprs` as conditional expressions: a builtin call per
+        node costs more than the comparison itself."""
+        acc = exprs[0]
+        for e in exprs[1:]:
+            a, b = self.var("m"), self.var("m")
+            acc = f"({a} if ({a} := {acc}) {op} ({b} := {e}) else {b})"
+        return acc
 
     def _EventCount(self, c: EventCount, out: list[str], ind: str) -> tuple[str, str | None]:
         cols, w, n = self.L.rings[c.selector], c.within, c.n

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .changes import Change
-from .dedup import DEFAULT_HORIZON, SeenIds, id_hash
+from .dedup import DEFAULT_HORIZON, SeenIds
 from .events import Event
 from .program import BITS, CLOCK, NO_TIMER, SCHED, SEQ, Program
 
@@ -98,6 +98,7 @@ class Shard:
         self._seg_ids = [s.id for s in program.segments]
         self._reason_names = {code: name for name, code in program.reasons.items()}
         self._time_mask = program.time_mask
+        self._time_cause = (None, None, False, program.time_mask)  # the pending entry of a timer
         self._all_mask = (1 << len(program.segments)) - 1
 
     # -- state -------------------------------------------------------------
@@ -160,11 +161,16 @@ class Shard:
 
     # -- input -------------------------------------------------------------
     def apply(self, events: Iterable[Event]) -> list[Change]:
-        """Apply valid events in arrival order; returns changes that became final."""
+        """Apply valid events in arrival order; returns changes that became final.
+
+        The hot loop of the engine: evaluation (`_evaluate`) and timer firing (`_fire`)
+        are inlined for the common case of an event newer than its contact's clock.
+        """
         out: list[Change] = []
         updaters, masks, index, pending = self._updaters, self.program.type_masks, self.index, self.pending
-        seen_add, seen_new, evaluate = self.seen.add, self.seen.add_new, self._evaluate
-        clock_col, sched_col = self.I[CLOCK], self.I[SCHED]
+        seen_add, seen_new, settle, emit = self.seen.add, self.seen.add_new, self._settle, self._emit
+        bits_col, clock_col, sched_col = self.I[BITS], self.I[CLOCK], self.I[SCHED]
+        time_cause = self._time_cause
         applied = ignored = duplicates = late_count = 0
         for eid, cid, etype, ts, props in events:
             fn = updaters.get(etype)
@@ -173,7 +179,7 @@ class Shard:
                 continue
             row = index.get(cid)
             if row is None:
-                seen_new(id_hash(eid))
+                seen_new(eid)
                 applied += 1
                 row = self._new_contact(cid)
                 fn(row, ts, props)
@@ -186,18 +192,27 @@ class Shard:
             if ts > clock:
                 # Newer than anything this contact has seen, so not a redelivery: only
                 # remembered, no lookup.
-                seen_new(id_hash(eid))
+                seen_new(eid)
                 applied += 1
                 p = pending.pop(row, None)
                 if p is not None:
-                    evaluate(row, clock, p, out)
-                while sched_col[row] < ts:
-                    self._fire(row, sched_col[row], out)
+                    old = bits_col[row]
+                    new = settle(row, clock, p[3])
+                    if old != new:
+                        emit(row, clock, p, old, new, out)
+                t = sched_col[row]
+                while t < ts:
+                    clock_col[row] = t
+                    old = bits_col[row]
+                    new = settle(row, t, time_cause[3])
+                    if old != new:
+                        emit(row, t, time_cause, old, new, out)
+                    t = sched_col[row]
                 fn(row, ts, props)
                 clock_col[row] = ts
                 pending[row] = [eid, etype, False, masks[etype]]
                 continue
-            if seen_add(id_hash(eid)):
+            if seen_add(eid):
                 duplicates += 1
                 continue
             applied += 1
@@ -219,16 +234,27 @@ class Shard:
     def advance(self, watermark: int) -> list[Change]:
         """Everything strictly before `watermark` is final: evaluate it and fire due timers."""
         out: list[Change] = []
-        clock_col = self.I[CLOCK]
-        if self.pending:
-            for row in [r for r in self.pending if clock_col[r] < watermark]:
-                self._evaluate(row, clock_col[row], self.pending.pop(row), out)
+        bits_col, clock_col, settle, emit = self.I[BITS], self.I[CLOCK], self._settle, self._emit
+        pending = self.pending
+        if pending:
+            for row in [r for r in pending if clock_col[r] < watermark]:
+                p, t = pending.pop(row), clock_col[row]
+                old = bits_col[row]
+                new = settle(row, t, p[3])
+                if old != new:
+                    emit(row, t, p, old, new, out)
         heap, sched_col, bound = self.heap, self.I[SCHED], watermark << 32
+        pop, time_cause = heapq.heappop, self._time_cause
+        mask = time_cause[3]
         while heap and heap[0] < bound:
-            entry = heapq.heappop(heap)
+            entry = pop(heap)
             row, t = entry & _ROW, entry >> 32
             if sched_col[row] == t:
-                self._fire(row, t, out)
+                clock_col[row] = t
+                old = bits_col[row]
+                new = settle(row, t, mask)
+                if old != new:
+                    emit(row, t, time_cause, old, new, out)
         return out
 
     def flush(self) -> list[Change]:
@@ -241,10 +267,6 @@ class Shard:
         return out
 
     # -- evaluation --------------------------------------------------------
-    def _fire(self, row: int, t: int, out: list[Change]) -> None:
-        self.I[CLOCK][row] = t
-        self._evaluate(row, t, (None, None, False, self._time_mask), out)
-
     def _evaluate(self, row: int, t: int, p: list | tuple, out: list[Change]) -> None:
         old = self.I[BITS][row]
         new = self._settle(row, t, p[3])

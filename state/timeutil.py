@@ -37,10 +37,25 @@ def parse_ts(value: object) -> int | None:
     return ms if 0 <= ms <= MAX_TS else None
 
 
+_MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:", bounded below
+_SECONDS = [f"{s:02d}." for s in range(60)]
+_MILLIS = [f"{m:03d}Z" for m in range(1000)]
+
+
 def format_ms(ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and `Z`, the format of every instant espresso writes."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """ISO-8601 UTC with milliseconds and `Z`, the format of every instant espresso writes.
+
+    Called for every change written, so the calendar part is cached per minute (changes
+    cluster in time) and the rest comes from tables.
+    """
+    minute, rest = divmod(ms, 60_000)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= 100_000:
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
+    sec, milli = divmod(rest, 1000)
+    return prefix + _SECONDS[sec] + _MILLIS[milli]
 
 
 def parse_duration(text: object) -> int | None:

@@ -81,6 +81,20 @@ def test_replay_is_deterministic_to_the_byte(tmp_path):
     assert a and a == (tmp_path / "b" / "changes.jsonl").read_bytes()
 
 
+def test_parse_ahead_changes_nothing_in_the_output(tmp_path):
+    """Parsing in the helper process (the default on two cores) writes the same bytes,
+    dead letters included, as parsing in the worker; more than one batch is crossed."""
+    lines = make_stream(2500, seed=5)
+    until = format_ms(T0 + 9000 * H)
+    outs = {}
+    for flag in ("--parse-ahead", "--no-parse-ahead"):
+        (tmp_path / flag).mkdir()
+        run_replay(tmp_path / flag, lines, until, flag)
+        outs[flag] = [(tmp_path / flag / name).read_bytes() for name in ("changes.jsonl", "changes.dead-letters.jsonl")]
+    assert outs["--parse-ahead"][0] and outs["--parse-ahead"][1]
+    assert outs["--parse-ahead"] == outs["--no-parse-ahead"]
+
+
 def test_changes_follow_the_documented_format(tmp_path):
     """Every change has the contract fields; time-driven ones say so; enters carry expires_at."""
     changes, _, _ = run_replay(tmp_path, make_stream(200, seed=3), format_ms(T0 + 1000 * H))
