@@ -19,6 +19,23 @@ from .parse_ahead import ParseAhead
 __all__ = ["JsonlEventSource", "JsonlSink"]
 
 
+#: Empty batches after the last line that walk event time to `--until` (see IntakeLogic).
+END_TICKS = 64
+
+
+class _EndTicks:
+    """After the input, END_TICKS tick batches; then the end of the stream."""
+
+    def __init__(self, origin: dict) -> None:
+        self._origin, self._k = origin, 0
+
+    def next_batch(self) -> list:
+        if self._k >= END_TICKS:
+            raise StopIteration()
+        self._k += 1
+        return [("0", RawBatch("0", [], self._origin, "line", wall_ms(), None, (self._k, END_TICKS)))]
+
+
 class _FilePartition(StatefulSourcePartition):
     def __init__(self, path: Path, batch_lines: int, resume_line: int, progress: Callable[[int], None] | None):
         self._f = path.open("rb")
@@ -26,6 +43,7 @@ class _FilePartition(StatefulSourcePartition):
         self._line = 0
         self._batch = batch_lines
         self._progress = progress
+        self._end = _EndTicks(self._origin)
         for _ in range(resume_line):
             if not self._f.readline():
                 break
@@ -42,7 +60,7 @@ class _FilePartition(StatefulSourcePartition):
                 if len(records) >= self._batch:
                     break
         if line == self._line:
-            raise StopIteration()
+            return self._end.next_batch()
         self._line = line
         if self._progress is not None:
             self._progress(f.tell())
@@ -62,13 +80,12 @@ class _ParsedFilePartition(StatefulSourcePartition):
                  intake: Intake) -> None:
         self._ahead = ParseAhead(path, resume_line, batch_lines, intake, progress)
         self._origin = {"file": path.name}
+        self._end = _EndTicks(self._origin)
 
     def next_batch(self) -> list:
         parsed = self._ahead.next()
         if parsed is None:
-            if self._ahead.done:
-                raise StopIteration()
-            return []
+            return self._end.next_batch() if self._ahead.done else []
         return [("0", RawBatch("0", [], self._origin, "line", wall_ms(), parsed))]
 
     def snapshot(self) -> int:

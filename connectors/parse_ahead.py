@@ -1,25 +1,33 @@
 """Read and parse a JSONL event file in a helper process, ahead of the dataflow.
 
 Parsing and validating JSON is about a third of a replay's CPU time and needs no state but
-the partition's shard count, so a second core can do it while the worker applies events:
-the worker only unpickles parsed batches (plain tuples), about 3x cheaper than parsing.
-Output is identical either way; `espresso replay --parse-ahead/--no-parse-ahead` chooses.
+the partition's intake settings, so a second core can do it while the worker applies
+events: the worker only unpickles parsed batches (plain tuples), about 3x cheaper than
+parsing. Output is identical either way; `espresso replay --parse-ahead/--no-parse-ahead`
+chooses.
+
+The helper is a plain subprocess writing length-prefixed pickles to a pipe: the pipe's
+buffer is the only queue, so a helper that runs ahead blocks (bounded memory), and no
+multiprocessing machinery (resource tracker, feeder threads) runs beside it.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue
+import pickle
+import select
+import struct
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from state.intake import Intake
 
 __all__ = ["ParseAhead", "default_parse_ahead"]
 
-#: Parsed batches waiting for the worker: bounds the helper's lead (and its memory).
-QUEUE_BATCHES = 8
+_HEADER = struct.Struct("<Q")
+_ROOT = Path(__file__).resolve().parent.parent  # so the helper imports this same code
 
 
 def default_parse_ahead() -> bool:
@@ -27,13 +35,22 @@ def default_parse_ahead() -> bool:
     return len(os.sched_getaffinity(0)) >= 2
 
 
-def _reader(path: str, start_line: int, batch_lines: int, intake: Intake, out: Any) -> None:
-    """The helper: puts ("batch", Parsed, next line, file offset), then ("end",) or ("error", text)."""
+def _send(out: BinaryIO, msg: Any) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_HEADER.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def _helper(args: dict, out: BinaryIO) -> None:
+    """Sends ("batch", Parsed, next line, file offset)..., then ("end",) or ("error", text)."""
     try:
+        intake: Intake = args["intake"]
+        path, batch_lines = args["path"], args["batch_lines"]
         origin = {"file": Path(path).name}
         with open(path, "rb") as f:
             line = 0
-            while line < start_line and f.readline():
+            while line < args["start_line"] and f.readline():
                 line += 1
             while True:
                 records = []
@@ -46,10 +63,12 @@ def _reader(path: str, start_line: int, batch_lines: int, intake: Intake, out: A
                             break
                 if not records:
                     break
-                out.put(("batch", intake.parse(records, origin, "line"), line, f.tell()))
-        out.put(("end",))
+                _send(out, ("batch", intake.parse(records, origin, "line"), line, f.tell()))
+        _send(out, ("end",))
+    except BrokenPipeError:
+        pass  # the worker stopped reading: nothing left to tell it
     except BaseException as exc:  # the worker must hear why, not wait forever
-        out.put(("error", f"{type(exc).__name__}: {exc}"))
+        _send(out, ("error", f"{type(exc).__name__}: {exc}"))
 
 
 class ParseAhead:
@@ -58,25 +77,34 @@ class ParseAhead:
     def __init__(self, path: Path, start_line: int, batch_lines: int, intake: Intake,
                  progress: Callable[[int], None] | None = None) -> None:
         """`intake`: a fresh one with the partition's settings, to parse with in the helper."""
-        ctx = mp.get_context("spawn")  # never fork a process that runs Bytewax's threads
-        self._q = ctx.Queue(QUEUE_BATCHES)
-        self._proc = ctx.Process(target=_reader, name="espresso-parse-ahead", daemon=True,
-                                 args=(str(path), start_line, batch_lines, intake, self._q))
-        self._proc.start()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from connectors.parse_ahead import main; main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(pickle.dumps({"path": str(path), "start_line": start_line,
+                                             "batch_lines": batch_lines, "intake": intake}))
+        self._proc.stdin.close()
+        self._out = self._proc.stdout
         self._progress = progress
         self.line = start_line
         self.done = False
+
+    def _read(self, n: int) -> bytes:
+        data = self._out.read(n)
+        if len(data) != n:
+            code = self._proc.wait(timeout=5)
+            raise RuntimeError(f"parse-ahead process died (exit code {code})")
+        return data
 
     def next(self, timeout: float = 0.1):
         """The next `Parsed` batch; None if not ready yet or at the end (then `done`)."""
         if self.done:
             return None
-        try:
-            msg = self._q.get(timeout=timeout)
-        except queue.Empty:
-            if not self._proc.is_alive():
-                raise RuntimeError(f"parse-ahead process died (exit code {self._proc.exitcode})") from None
+        if not select.select([self._out], [], [], timeout)[0]:
             return None
+        (size,) = _HEADER.unpack(self._read(_HEADER.size))
+        msg = pickle.loads(self._read(size))
         if msg[0] == "end":
             self.done = True
             return None
@@ -88,7 +116,16 @@ class ParseAhead:
         return parsed
 
     def close(self) -> None:
-        if self._proc.is_alive():
+        if self._proc.poll() is None:
             self._proc.terminate()
-        self._proc.join(timeout=5)
-        self._q.close()
+        self._proc.wait(timeout=5)
+        self._out.close()
+
+
+def main() -> None:
+    """The helper's entry point: its settings arrive pickled on stdin, batches leave on stdout."""
+    _helper(pickle.load(sys.stdin.buffer), sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()

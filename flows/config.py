@@ -34,6 +34,10 @@ class FlowConfig:
     dedup_horizon: int = DEFAULT_HORIZON
     max_event_bytes: int = 64 * 1024
     campaigns: Any = None  # state.campaigns Campaigns; the program must include their Keep
+    #: Whether state snapshots are kept (recovery on). Bytewax asks every stateful step for
+    #: a snapshot at each epoch even when it stores none, and a shard's is a copy of all its
+    #: columns: without recovery that copy is only time and a peak of memory.
+    snapshots: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):

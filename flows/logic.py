@@ -29,6 +29,7 @@ class RawBatch(NamedTuple):
     position_key: str  # "line" or "offset"
     arrival_ms: int  # wall clock when the batch was read
     parsed: Parsed | None = None  # already parsed by a helper process (then `records` is empty)
+    tick: tuple[int, int] | None = None  # (k, n): end of a finite input, step k of n towards `until`
 
 
 class ShardBatch(NamedTuple):
@@ -49,11 +50,25 @@ class IntakeLogic(StatefulBatchLogic):
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
         self.intake = cfg.new_intake(NEVER if frontier is None else frontier)
         self.observer = IntakeObserver() if cfg.mode == LIVE else None
+        self.until = cfg.until_ms
+        self.end_frontier: int | None = None  # event time when the input ended
+
+    def _tick(self, k: int, n: int) -> None:
+        """Move event time k/n of the way from the end of input to `until` (replay only):
+        the end of a replay then comes out in n bounded chunks instead of one."""
+        if self.end_frontier is None:
+            self.end_frontier = self.intake.frontier
+        start = self.end_frontier
+        if self.until is not None and start != NEVER and self.until > start:
+            self.intake.frontier = max(self.intake.frontier, start + (self.until - start) * k // n)
 
     def on_batch(self, values: list[RawBatch]) -> tuple[list, bool]:
         out: list = []
         for batch in values:
-            if batch.parsed is None:
+            if batch.tick is not None:
+                self._tick(*batch.tick)
+                routes, dead = [[] for _ in range(self.intake.shards)], []
+            elif batch.parsed is None:
                 routes, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
             else:
                 routes, dead = self.intake.absorb(batch.parsed)
@@ -156,8 +171,11 @@ class ShardLogic(StatefulBatchLogic):
         wall = self.arrival_ms + (due + 1 - (self.frontier - self.cfg.allowed_lateness_ms))
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)
 
-    def snapshot(self) -> tuple:
-        """(state, frontier, arrival wall ms, wall ms of the snapshot[, campaign state])."""
+    def snapshot(self) -> tuple | None:
+        """(state, frontier, arrival wall ms, wall ms of the snapshot[, campaign state]);
+        None when nothing keeps snapshots (`FlowConfig.snapshots`), as nothing resumes."""
+        if not self.cfg.snapshots:
+            return None
         snap = (self.shard.snapshot(), self.frontier, self.arrival_ms, wall_ms())
         return snap if self.engine is None else snap + (self.engine.snapshot(),)
 

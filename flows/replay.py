@@ -61,7 +61,7 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     """
     program, camps = load_program(segments, campaigns)
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
-                     dedup_horizon=dedup_horizon, campaigns=camps)
+                     dedup_horizon=dedup_horizon, campaigns=camps, snapshots=False)
     dead_path = dead_letters or default_dead_letter_path(out)
     counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0}
 

@@ -112,7 +112,7 @@ class RunConfig:
         per_shard = max(1, -(-self.dedup_horizon // self.shards_per_partition))
         return FlowConfig(program, mode=LIVE, allowed_lateness_ms=self.allowed_lateness_ms,
                           shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard,
-                          campaigns=campaigns)
+                          campaigns=campaigns, snapshots=self.recovery_dir is not None)
 
 
 # -- command line ------------------------------------------------------------------
