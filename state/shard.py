@@ -30,6 +30,7 @@ from .program import BITS, CLOCK, NO_TIMER, SCHED, SEQ, Program
 __all__ = ["Shard", "ShardState", "ShardStats"]
 
 _ROW = 0xFFFFFFFF
+_new_change = tuple.__new__  # skips NamedTuple's Python-level __new__: one per change
 _EXPIRY_STEPS = 32
 
 
@@ -284,8 +285,8 @@ class Shard:
                 seq += 1
                 enter = bool(new >> i & 1)
                 members[i] += 1 if enter else -1
-                out.append(Change(cid, self._seg_ids[i], "enter" if enter else "exit", t, seq,
-                                  p[0], p[1], self._expiry(i, row, t) if enter else None, p[2]))
+                out.append(_new_change(Change, (cid, self._seg_ids[i], "enter" if enter else "exit", t, seq,
+                                                p[0], p[1], self._expiry(i, row, t) if enter else None, p[2])))
             diff >>= 1
             i += 1
         I[SEQ][row] = seq
