@@ -124,6 +124,9 @@ class ParseAhead:
 
 def main() -> None:
     """The helper's entry point: its settings arrive pickled on stdin, batches leave on stdout."""
+    from flows.runtime import tune_process
+
+    tune_process()
     _helper(pickle.load(sys.stdin.buffer), sys.stdout.buffer)
 
 

@@ -7,7 +7,6 @@ configuration errors into one clear line on stderr and an exit code.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 from state.dedup import DEFAULT_HORIZON
 from state.errors import EspressoError
 from state.timeutil import parse_ts
+
+from .runtime import tune_process
 
 __all__ = ["main"]
 
@@ -97,22 +98,13 @@ _LAZY = [
 COMMANDS = {"replay": (_replay_args, _cmd_replay), **{c.name: (c.add, c.run) for c in _LAZY}}
 
 
-def _tune_gc() -> None:
-    """Fewer cyclic-GC passes: the engine allocates a dict per event and a tuple per change,
-    none of them in cycles, and the default gen-0 threshold (700) made a replay spend ~10 %
-    of its time in collections that find nothing. Objects alive at start-up are frozen out
-    of every pass."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 50)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="espresso", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
     args = parser.parse_args(argv)
-    _tune_gc()
+    tune_process()
     try:
         return COMMANDS[args.command][1](args)
     except EspressoError as exc:
