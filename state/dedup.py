@@ -72,22 +72,27 @@ class SeenIds:
             self._rotate()
         return False
 
-    def add_new(self, event_id: str) -> None:
-        """Remember an id known not to be a repeat (e.g. newer than its contact's clock)."""
-        h = _xxh64(event_id.encode()) or 1  # = id_hash(event_id), inlined
-        mask, cur = self._mask, self._cur
-        i = h & mask
-        while True:
-            v = cur[i]
-            if v == h:
-                return
-            if v == 0:
-                break
-            i = (i + 1) & mask
-        cur[i] = h
-        self._count += 1
-        if self._count >= self.horizon:
-            self._rotate()
+    def add_all_new(self, event_ids: list[str]) -> None:
+        """Remember ids known not to be repeats (newer than their contact's clock), in order,
+        in one call: the shard's hot loop batches them."""
+        mask, cur, count, horizon = self._mask, self._cur, self._count, self.horizon
+        for eid in event_ids:
+            h = _xxh64(eid.encode()) or 1  # = id_hash(eid), inlined
+            i = h & mask
+            while True:
+                v = cur[i]
+                if v == h:
+                    break
+                if v == 0:
+                    cur[i] = h
+                    count += 1
+                    if count >= horizon:
+                        self._count = count
+                        self._rotate()
+                        cur, count = self._cur, 0
+                    break
+                i = (i + 1) & mask
+        self._count = count
 
     def _rotate(self) -> None:
         self._prev, self._cur = self._cur, self._prev

@@ -169,7 +169,9 @@ class Shard:
         """
         out: list[Change] = []
         updaters, masks, index, pending = self._updaters, self.program.type_masks, self.index, self.pending
-        seen_add, seen_new, settle, emit = self.seen.add, self.seen.add_new, self._settle, self._emit
+        seen, settle, emit = self.seen, self._settle, self._emit
+        fresh: list[str] = []  # ids to remember, in one call: only a lookup needs them sooner
+        remember = fresh.append
         bits_col, clock_col, sched_col = self.I[BITS], self.I[CLOCK], self.I[SCHED]
         time_cause = self._time_cause
         applied = ignored = duplicates = late_count = 0
@@ -180,7 +182,7 @@ class Shard:
                 continue
             row = index.get(cid)
             if row is None:
-                seen_new(eid)
+                remember(eid)
                 applied += 1
                 row = self._new_contact(cid)
                 fn(row, ts, props)
@@ -193,7 +195,7 @@ class Shard:
             if ts > clock:
                 # Newer than anything this contact has seen, so not a redelivery: only
                 # remembered, no lookup.
-                seen_new(eid)
+                remember(eid)
                 applied += 1
                 p = pending.pop(row, None)
                 if p is not None:
@@ -213,7 +215,10 @@ class Shard:
                 clock_col[row] = ts
                 pending[row] = [eid, etype, False, masks[etype]]
                 continue
-            if seen_add(eid):
+            if fresh:
+                seen.add_all_new(fresh)
+                fresh.clear()
+            if seen.add(eid):
                 duplicates += 1
                 continue
             applied += 1
@@ -225,6 +230,8 @@ class Shard:
                 pending[row] = [eid, etype, late, masks[etype]]
             else:
                 p[0], p[1], p[2], p[3] = eid, etype, p[2] or late, p[3] | masks[etype]
+        if fresh:
+            seen.add_all_new(fresh)
         stats = self.stats
         stats.applied += applied
         stats.ignored += ignored
@@ -236,10 +243,14 @@ class Shard:
         """Everything strictly before `watermark` is final: evaluate it and fire due timers."""
         out: list[Change] = []
         bits_col, clock_col, settle, emit = self.I[BITS], self.I[CLOCK], self._settle, self._emit
-        pending = self.pending
-        if pending:
-            for row in [r for r in pending if clock_col[r] < watermark]:
-                p, t = pending.pop(row), clock_col[row]
+        if self.pending:
+            due, self.pending = self.pending, {}
+            keep = self.pending
+            for row, p in due.items():
+                t = clock_col[row]
+                if t >= watermark:
+                    keep[row] = p
+                    continue
                 old = bits_col[row]
                 new = settle(row, t, p[3])
                 if old != new:

@@ -60,3 +60,15 @@ def test_a_batch_parsed_elsewhere_is_absorbed_as_if_processed_here():
     there.absorb(parsed2)
     assert there.consumed["email_open"] == 2 and parsed2.frontier == 1_000 and there.frontier == 5_000
     assert Intake(1).parse([], {}, "line").frontier == NEVER
+
+
+def test_remembered_ids_are_found_until_the_horizon_has_passed_twice():
+    """The last `horizon` ids are always remembered, whether added one by one or in bulk."""
+    from state.dedup import SeenIds
+
+    seen = SeenIds(horizon=3)
+    seen.add_all_new(["a", "b"])
+    assert seen.add("a") and seen.add("b") and not seen.add("c")  # c: new, now remembered
+    seen.add_all_new(["d", "e", "f", "g"])  # rotates: a, b, c age out of both generations
+    assert [seen.add(x) for x in ("e", "f", "g")] == [True, True, True]
+    assert not seen.add("a")
