@@ -35,7 +35,9 @@ class Measured:
     peak_rss_kernel: int
     #: VmHWM of the launcher when it forked the command (the floor under `peak_rss_kernel`), bytes.
     launcher_rss: int
-    #: Highest VmHWM of the command read from /proc/PID/status (polled every `poll_s`).
+    #: Sum over the command's processes (helpers included) of each one's highest VmHWM read
+    #: from /proc/PID/status (polled every `poll_s`): each process's own exact peak, so a
+    #: short-lived helper is counted at its peak even if no poll saw it at that moment.
     peak_rss_hwm: int
     #: Highest sum of RSS over the command and its descendants, polled every `poll_s`.
     peak_rss_polled: int
@@ -114,7 +116,7 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
                                 cwd=cwd, env=env, stdout=out, stderr=err)
         launcher = psutil.Process(proc.pid)
         done = threading.Event()
-        state = {"peak": 0, "hwm": 0, "polls": 0, "samples": []}
+        state = {"peak": 0, "hwm": {}, "polls": 0, "samples": []}
         t0 = time.perf_counter()
 
         def poll() -> None:
@@ -125,13 +127,12 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
                     kids = launcher.children(recursive=True)
                 except psutil.Error:
                     kids = []
-                for i, k in enumerate(kids):
+                for k in kids:
                     try:
                         rss += k.memory_info().rss
                     except psutil.Error:
                         continue
-                    if i == 0:
-                        state["hwm"] = max(state["hwm"], _hwm(k.pid))
+                    state["hwm"][k.pid] = max(state["hwm"].get(k.pid, 0), _hwm(k.pid))
                 state["polls"] += 1
                 state["peak"] = max(state["peak"], rss)
                 now = time.perf_counter() - t0
@@ -161,7 +162,7 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
     return Measured(cmd=[str(c) for c in cmd], returncode=proc.returncode, wall_s=round(ru["wall"], 3),
                     user_s=round(ru["user"], 3), sys_s=round(ru["sys"], 3),
                     peak_rss_kernel=ru["maxrss_kb"] * 1024, launcher_rss=ru["launcher_maxrss_kb"] * 1024,
-                    peak_rss_hwm=state["hwm"], peak_rss_polled=state["peak"], polls=state["polls"],
+                    peak_rss_hwm=sum(state["hwm"].values()), peak_rss_polled=state["peak"], polls=state["polls"],
                     stderr_tail=tail, samples=state["samples"], load_before=load_before,
                     load_after=os.getloadavg()[0])
 

@@ -66,9 +66,14 @@ def _helper(args: dict, out: BinaryIO) -> None:
                 _send(out, ("batch", intake.parse(records, origin, "line"), line, f.tell()))
         _send(out, ("end",))
     except BrokenPipeError:
-        pass  # the worker stopped reading: nothing left to tell it
+        return  # the worker stopped reading: nothing left to tell it
     except BaseException as exc:  # the worker must hear why, not wait forever
         _send(out, ("error", f"{type(exc).__name__}: {exc}"))
+    # Live as long as the worker's reading end, so the helper is a process of the replay
+    # from start to end (for `ps`, and for benchmarks that measure the process tree).
+    waiter = select.poll()
+    waiter.register(out.fileno(), 0)  # POLLERR/POLLHUP: the reader has closed the pipe
+    waiter.poll()
 
 
 class ParseAhead:
@@ -80,7 +85,8 @@ class ParseAhead:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from connectors.parse_ahead import main; main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT,
+            bufsize=0)  # unbuffered: `select` on the pipe must see every byte not yet read
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(pickle.dumps({"path": str(path), "start_line": start_line,
                                              "batch_lines": batch_lines, "intake": intake}))
@@ -91,11 +97,15 @@ class ParseAhead:
         self.done = False
 
     def _read(self, n: int) -> bytes:
-        data = self._out.read(n)
-        if len(data) != n:
-            code = self._proc.wait(timeout=5)
-            raise RuntimeError(f"parse-ahead process died (exit code {code})")
-        return data
+        chunks, fd = [], self._out.fileno()
+        while n:
+            chunk = os.read(fd, min(n, 1 << 20))
+            if not chunk:
+                code = self._proc.wait(timeout=5)
+                raise RuntimeError(f"parse-ahead process died (exit code {code})")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
 
     def next(self, timeout: float = 0.1):
         """The next `Parsed` batch; None if not ready yet or at the end (then `done`)."""

@@ -51,3 +51,17 @@ def test_a_failing_helper_is_an_error_in_the_worker_not_a_hang(tmp_path):
             _drain(ahead)
     finally:
         ahead.close()
+
+
+def test_a_killed_helper_is_an_error_in_the_worker_not_a_hang(tmp_path):
+    path = tmp_path / "events.jsonl"
+    line = orjson.dumps({"event_id": "e", "contact_id": "c", "type": "email_open", "ts": 1000})
+    path.write_bytes((line + b"\n") * 50_000)
+    ahead = ParseAhead(path, 0, 100, Intake(1))
+    try:
+        assert ahead.next(timeout=10) is not None  # running, and blocked on the full pipe soon
+        ahead._proc.kill()
+        with pytest.raises(RuntimeError, match="parse-ahead process died"):
+            _drain(ahead)
+    finally:
+        ahead.close()
