@@ -31,7 +31,7 @@ import orjson
 from state.errors import EspressoError
 
 __all__ = ["DeliverConfig", "DeliverConfigError", "add_deliver_args", "build_channels", "cmd_deliver",
-           "config_from_args", "deliver"]
+           "config_from_args", "deliver", "next_batch"]
 
 log = logging.getLogger("espresso.deliver")
 
@@ -215,7 +215,8 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
             at_end.discard(tp.partition)
 
     conf = config.kafka.consumer(config.group_id, **{"enable.partition.eof": True})
-    conf.pop("fetch.wait.max.ms", None)
+    if "fetch.wait.max.ms" not in config.kafka.consumer_settings:  # KAFKA_CONSUMER_SETTINGS wins
+        conf.pop("fetch.wait.max.ms", None)
     try:
         consumer = Consumer(conf)
     except KafkaException as exc:
@@ -237,7 +238,7 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     consumer.subscribe([config.messages_topic], on_assign=on_assign, on_revoke=on_revoke)
     try:
         while not _stop_requested:
-            batch = consumer.consume(config.batch_size, 0.5)
+            batch = next_batch(consumer, config.batch_size, 0.5)
             for m in batch:
                 err = m.error()
                 if err is not None:
@@ -278,6 +279,20 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     log.info("espresso deliver: stopped; consumed %d, sent %d, failed %d, duplicates %d, invalid %d",
              stats.consumed, st.sent, st.failed, st.duplicates, stats.invalid)
     return stats
+
+
+def next_batch(consumer: Any, size: int, timeout: float) -> list:
+    """Up to `size` messages: those already fetched, without waiting for more; when there are
+    none, the first to arrive within `timeout` s and whatever came with it. (`consume(size,
+    timeout)` alone would hold a partial batch until `size` messages or the timeout: up to
+    `timeout` of added latency whenever traffic is below `size` per `timeout`.)"""
+    batch = consumer.consume(size, 0)
+    if batch:
+        return batch
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
 def _observed(write_decision):
