@@ -90,7 +90,8 @@ def add_deliver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-url", default=_env("REDIS_URL"),
                    help="Redis of the idempotency keys [env REDIS_URL] (required)")
     p.add_argument("--batch-size", type=int, default=int(_env("ESPRESSO_DELIVER_BATCH_SIZE", 500)),
-                   help="messages per consumed batch; offsets are committed per batch "
+                   help="most messages per batch (those already fetched: no waiting for more); offsets are "
+                        "committed per batch "
                         "[env ESPRESSO_DELIVER_BATCH_SIZE] (default %(default)s)")
     p.add_argument("--max-in-flight", type=int, default=int(_env("ESPRESSO_DELIVER_MAX_IN_FLIGHT", 64)),
                    help="sends running at once [env ESPRESSO_DELIVER_MAX_IN_FLIGHT] (default %(default)s)")
