@@ -51,6 +51,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from bench.generate import generate  # noqa: E402
 from state.timeutil import format_ms, parse_ts  # noqa: E402
 
+#: Timeout of the bench's own consumers' `consume(5000, POLL_S)`: it returns after the
+#: timeout unless 5000 messages came, so a long one (0.1 s before 2026-11-23) adds its own
+#: wait to every latency measured downstream.
+POLL_S = 0.001
+
 RESULTS = REPO / "bench" / "results"
 
 
@@ -225,7 +230,7 @@ def broker_hop(bootstrap: str, rate: float, seconds: float) -> dict:
     sender.start()
     end = time.monotonic() + seconds + 5
     while time.monotonic() < end and (sender.is_alive() or len(lat) < sender.sent):
-        for m in c.consume(5000, 0.1):
+        for m in c.consume(5000, POLL_S):
             if not m.error():
                 sent = int(dict(m.headers())["bench-sent-ns"])
                 lat.append((time.time_ns() - sent) / 1e6)
@@ -261,7 +266,7 @@ def latency(bootstrap: str, args, workdir: Path, producer_settings: str = "", wi
         end = time.monotonic() + args.latency_seconds + 10
         quiet_since = None
         while time.monotonic() < end:
-            msgs = c.consume(5000, 0.1)
+            msgs = c.consume(5000, POLL_S)
             now_ns = time.time_ns()
             for m in msgs:
                 if m.error():

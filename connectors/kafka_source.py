@@ -1,11 +1,14 @@
 """Kafka topic of contact events as a Bytewax source, one partition per Kafka partition.
 
-Each Kafka partition is a Bytewax `StatefulSourcePartition`: a consumer `assign()`ed to
-that partition (no consumer-group rebalancing, no committed offsets) starting at the
-offset kept in the recovery snapshot, or at the beginning of the partition on a fresh
-start. One poll emits ONE item, `(partition, RawBatch)`, so the per-partition intake sees
-whole batches. Broker errors are logged and counted, never raised: a Kafka hiccup does
-not stop the flow.
+Each Kafka partition is a Bytewax `StatefulSourcePartition` reading from the offset kept in
+the recovery snapshot, or from the beginning of the partition on a fresh start. The
+partitions a worker owns share ONE consumer (`_WorkerConsumer`): `assign()`ed partitions
+(no consumer-group rebalancing, no committed offsets), its messages sorted into one buffer
+per partition. One consumer per partition multiplies fetch sessions, connections and
+prefetch buffers by the partitions per worker; on the test broker four consumers took its
+one-hop p99 from 35 ms to 220 ms within 20 s at 10k messages/s. One poll emits ONE item,
+`(partition, RawBatch)`, so the per-partition intake sees whole batches. Broker errors
+are logged and counted, never raised: a Kafka hiccup does not stop the flow.
 
 Idle partitions still emit an empty `RawBatch` every `idle_emit_s`, so the shards of an
 idle partition keep evaluating with the idle-advancing watermark even if no timer
@@ -15,6 +18,7 @@ notification were pending (ShardLogic.notify_at does the precise wake-ups).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -35,6 +39,80 @@ log = logging.getLogger(__name__)
 _EOF = KafkaError._PARTITION_EOF
 
 
+class _WorkerConsumer:
+    """The one consumer of a worker thread: partitions are added and removed as Bytewax
+    builds and closes them; a partition whose buffer runs ahead is paused until drained."""
+
+    def __init__(self, src: "KafkaEventSource") -> None:
+        self.src, self.topic = src, src.topic
+        conf = src.cfg.consumer(src.group_id, **({"enable.partition.eof": True} if src.stop_at_end else {}))
+        conf["error_cb"] = self._on_client_error
+        if "max.partition.fetch.bytes" not in src.cfg.consumer_settings:
+            # One fetch request serves all the worker's partitions: bigger shares per
+            # partition keep a catch-up as fast as with a consumer per partition.
+            conf["max.partition.fetch.bytes"] = 4 << 20
+        self.consumer = Consumer(conf)
+        self.buffers: dict[int, list] = {}
+        self.eof: set[int] = set()
+        self.paused: set[int] = set()
+        self.limit = 4 * src.batch_size
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        health.count_source_error(self.topic, -1, err.name())
+        log.warning("kafka consumer %s: %s", self.topic, err.str())
+
+    def add(self, partition: int, offset: int) -> None:
+        self.buffers[partition] = []
+        self.consumer.incremental_assign([TopicPartition(self.topic, partition, offset)])
+
+    def remove(self, partition: int) -> bool:
+        """Forget `partition`; True when the consumer has none left (and is closed)."""
+        self.buffers.pop(partition, None)
+        self.eof.discard(partition)
+        self.paused.discard(partition)
+        if self.buffers:
+            self.consumer.incremental_unassign([TopicPartition(self.topic, partition)])
+            return False
+        self.consumer.close()
+        return True
+
+    def take(self, partition: int) -> list:
+        """Up to `batch_size` messages of `partition`, fetching when its buffer is empty."""
+        buf = self.buffers[partition]
+        if not buf:
+            self._fill()
+        n = self.src.batch_size
+        if len(buf) <= n:
+            out = buf[:]
+            buf.clear()
+        else:
+            out = buf[:n]
+            del buf[:n]
+        if partition in self.paused and len(buf) < self.src.batch_size:
+            self.paused.discard(partition)
+            self.consumer.resume([TopicPartition(self.topic, partition)])
+        return out
+
+    def _fill(self) -> None:
+        buffers = self.buffers
+        for m in self.consumer.consume(self.src.batch_size, self.src.poll_timeout_s):
+            err = m.error()
+            part = m.partition()
+            if err is None:
+                if part in buffers:  # else: a message of a partition just removed
+                    buffers[part].append(m)
+            elif err.code() == _EOF:
+                if self.src.stop_at_end and part in buffers:
+                    self.eof.add(part)
+            else:
+                health.count_source_error(self.topic, -1 if part is None else part, err.name())
+                log.warning("kafka %s[%s]: %s", self.topic, part, err.str())
+        for part, buf in buffers.items():
+            if len(buf) > self.limit and part not in self.paused:
+                self.paused.add(part)
+                self.consumer.pause([TopicPartition(self.topic, part)])
+
+
 class _KafkaPartition(StatefulSourcePartition):
     def __init__(self, src: "KafkaEventSource", partition: int, resume_offset: int | None) -> None:
         self.src = src
@@ -42,11 +120,9 @@ class _KafkaPartition(StatefulSourcePartition):
         self.key = str(partition)
         self.origin = {"topic": src.topic, "partition": partition}
         self.next_offset = OFFSET_BEGINNING if resume_offset is None else resume_offset
-        conf = src.cfg.consumer(src.group_id, **({"enable.partition.eof": True} if src.stop_at_end else {}))
-        conf["error_cb"] = self._on_client_error
-        self.consumer = Consumer(conf)
+        self.shared = src.worker_consumer()
         # assign() joins no group: the partition is ours for the life of the dataflow.
-        self.consumer.assign([TopicPartition(self.topic, partition, self.next_offset)])
+        self.shared.add(partition, self.next_offset)
         self.tp = TopicPartition(self.topic, partition)
         self.eof = False
         self.first = True
@@ -57,24 +133,18 @@ class _KafkaPartition(StatefulSourcePartition):
         log.info("reading %s[%d] from %s", self.topic, partition,
                  "the beginning" if resume_offset is None else f"offset {resume_offset}")
 
-    def _on_client_error(self, err: KafkaError) -> None:
-        health.count_source_error(self.topic, self.partition, err.name())
-        log.warning("kafka consumer %s[%d]: %s", self.topic, self.partition, err.str())
-
     def next_batch(self) -> list:
         if self.eof or health.HEALTH.stopping:
             raise StopIteration()
-        src = self.src
-        msgs = self.consumer.consume(src.batch_size, src.poll_timeout_s)
+        src, shared = self.src, self.shared
+        msgs = shared.take(self.partition)
         now = time.monotonic()
-        records = []
-        if msgs:
-            # Fast path: no error in the batch (a value of None, a tombstone, is b"").
-            records = [(m.value() or b"", m.offset()) for m in msgs if m.error() is None]
-            if len(records) != len(msgs):
-                records = self._with_errors(msgs)
-            if records:
-                self.next_offset = records[-1][1] + 1
+        # A value of None (a tombstone) is b"".
+        records = [(m.value() or b"", m.offset()) for m in msgs]
+        if records:
+            self.next_offset = records[-1][1] + 1
+        elif self.partition in shared.eof:
+            self.eof = True
         health.HEALTH.beat()
         if self.first:
             self.first = False
@@ -90,26 +160,12 @@ class _KafkaPartition(StatefulSourcePartition):
         self.awake = datetime.now(timezone.utc) + timedelta(seconds=src.idle_poll_s)
         return []
 
-    def _with_errors(self, msgs: list) -> list:
-        records = []
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                records.append((msg.value() or b"", msg.offset()))
-            elif err.code() == _EOF:
-                if self.src.stop_at_end:
-                    self.eof = True
-            else:
-                health.count_source_error(self.topic, self.partition, err.name())
-                log.warning("kafka %s[%d]: %s", self.topic, self.partition, err.str())
-        return records
-
     def next_awake(self) -> datetime | None:
         return self.awake
 
     def _report_lag(self) -> None:
         try:
-            _low, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+            _low, high = self.shared.consumer.get_watermark_offsets(self.tp, cached=True)
         except Exception:  # noqa: BLE001 - metrics only
             return
         if high is None or high < 0 or self.next_offset < 0:
@@ -120,7 +176,7 @@ class _KafkaPartition(StatefulSourcePartition):
         return None if self.next_offset < 0 else self.next_offset
 
     def close(self) -> None:
-        self.consumer.close()
+        self.src.release(self.shared, self.partition)
 
 
 class KafkaEventSource(FixedPartitionedSource):
@@ -141,6 +197,30 @@ class KafkaEventSource(FixedPartitionedSource):
         self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
         self.idle_poll_s, self.idle_emit_s, self.stop_at_end = idle_poll_s, idle_emit_s, stop_at_end
         self._partitions = partitions
+        self._consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
+        self._lock = threading.Lock()
+
+    def worker_consumer(self) -> _WorkerConsumer:
+        """The consumer of the calling worker thread (Bytewax runs a worker on one thread)."""
+        with self._lock:
+            wc = self._consumers.get(threading.get_ident())
+            if wc is None:
+                wc = self._consumers[threading.get_ident()] = _WorkerConsumer(self)
+            return wc
+
+    def release(self, wc: _WorkerConsumer, partition: int) -> None:
+        with self._lock:
+            if wc.remove(partition):
+                self._consumers = {k: v for k, v in self._consumers.items() if v is not wc}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_consumers"], state["_lock"] = {}, None  # live clients stay in their process
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         parts = self._partitions() if self._partitions else partitions_of(self.cfg, self.topic)
