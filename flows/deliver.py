@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from state.errors import EspressoError
+from state.timeutil import parse_duration
 
 __all__ = ["DeliverConfig", "DeliverConfigError", "add_deliver_args", "build_channels", "cmd_deliver",
            "config_from_args", "deliver", "next_batch"]
@@ -52,6 +53,7 @@ class DeliverConfig:
     max_in_flight: int = 64
     flush_timeout_s: float = 300.0
     stop_at_end: bool = False
+    claim_lease_s: float = 300.0  # how long a dead sender's claims hold their messages back
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -97,6 +99,10 @@ def add_deliver_args(p: argparse.ArgumentParser) -> None:
                    help="sends running at once [env ESPRESSO_DELIVER_MAX_IN_FLIGHT] (default %(default)s)")
     p.add_argument("--metrics-port", type=int, default=int(_env("ESPRESSO_METRICS_PORT", -1)),
                    help="port of /metrics, /livez, /readyz; -1: off [env ESPRESSO_METRICS_PORT] (default %(default)s)")
+    p.add_argument("--claim-lease", default=_env("ESPRESSO_DELIVER_CLAIM_LEASE", "5m"),
+                   help="how long a message claimed by a sender that died waits before another sends it; "
+                   "must exceed the longest send (timeouts x attempts + backoff) (default 5m) "
+                   "[env ESPRESSO_DELIVER_CLAIM_LEASE]")
     p.add_argument("--stop-at-end", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -109,8 +115,13 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     if not str(args.redis_url).startswith(("redis://", "rediss://", "unix://")):
         raise DeliverConfigError(f"--redis-url (REDIS_URL) must be a redis://, rediss:// or unix:// URL: "
                                  f"{args.redis_url!r}")
+    lease_ms = parse_duration(args.claim_lease)
+    if not lease_ms:
+        raise DeliverConfigError(f"--claim-lease (ESPRESSO_DELIVER_CLAIM_LEASE) must be a duration such as "
+                                 f"90s or 5m: {args.claim_lease!r}")
     return DeliverConfig(
         kafka=KafkaConfig.from_env(args.bootstrap_servers, environ, client_id="espresso-deliver"),
+        claim_lease_s=lease_ms / 1000,
         redis_url=args.redis_url, messages_topic=args.messages_topic, decisions_topic=args.decisions_topic,
         dlq_topic=args.dlq_topic, group_id=args.group, batch_size=args.batch_size,
         max_in_flight=args.max_in_flight, stop_at_end=args.stop_at_end)
@@ -169,7 +180,7 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
 
     channels = build_channels() if channels is None else channels
     try:
-        idempotency = RedisIdempotency(IdempotencyConfig(config.redis_url))
+        idempotency = RedisIdempotency(IdempotencyConfig(config.redis_url, lease_s=config.claim_lease_s))
         writer = KafkaRecordWriter(config.kafka.bootstrap_servers,
                                    {**config.kafka.settings, **config.kafka.producer_settings})
         sender = Sender(SenderConfig(max_in_flight=config.max_in_flight,
@@ -179,7 +190,8 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
                         on_result=_observed(writer.decision_callback(config.decisions_topic)),
                         dead_letter=writer.dead_letter_callback(config.dlq_topic))
     except DeliveryConfigError as exc:
-        raise DeliverConfigError(str(exc)) from exc
+        hint = " (the lease is --claim-lease / ESPRESSO_DELIVER_CLAIM_LEASE)" if "lease" in str(exc) else ""
+        raise DeliverConfigError(f"{exc}{hint}") from exc
     dead_letter = writer.dead_letter_callback(config.dlq_topic)
     stats = DeliverStats()
     pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset, not yet committed

@@ -1,63 +1,74 @@
-"""`espresso deliver` takes what the consumer has fetched instead of waiting for a full batch."""
+"""`espresso deliver` takes what the consumer has fetched instead of waiting for a full batch,
+and `--claim-lease` sets how long a dead sender's claims hold messages back.
+Against the real broker started by the fixture."""
 
 from __future__ import annotations
 
-from flows.deliver import next_batch
+import argparse
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from flows.deliver import DeliverConfigError, add_deliver_args, config_from_args, next_batch
 
 
-class FakeConsumer:
-    """`consume(n, timeout)` as librdkafka does it: returns once `n` messages are there or the
-    timeout passed; `poll(timeout)` returns the first message to arrive. `arrivals[i]` is when
-    message i arrives (seconds on a fake clock that only waiting moves)."""
-
-    def __init__(self, arrivals: list[float]) -> None:
-        self.arrivals, self.now, self.next = arrivals, 0.0, 0
-
-    def _ready(self) -> int:
-        return sum(1 for t in self.arrivals[self.next:] if t <= self.now)
-
-    def _take(self, n: int) -> list[int]:
-        out = list(range(self.next, self.next + n))
-        self.next += n
-        return out
-
-    def consume(self, n: int, timeout: float) -> list[int]:
-        if self._ready() < n:
-            later = sorted(t for t in self.arrivals[self.next:] if t > self.now)
-            needed = later[n - self._ready() - 1] if len(later) >= n - self._ready() else float("inf")
-            self.now = min(self.now + timeout, needed)
-        return self._take(min(n, self._ready()))
-
-    def poll(self, timeout: float) -> int | None:
-        if not self._ready():
-            later = [t for t in self.arrivals[self.next:] if t > self.now]
-            self.now = min(self.now + timeout, min(later, default=float("inf")))
-        got = self._take(1) if self._ready() else []
-        return got[0] if got else None
+def _consumer(bootstrap: str, topic: str) -> Consumer:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-deliver-batch", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 20})
+    c.assign([TopicPartition(topic, 0, 0)])
+    return c
 
 
-def test_a_partial_batch_is_returned_at_once():
-    """Three messages waiting, batch size 500: all three now, without waiting 0.5 s for more."""
-    c = FakeConsumer([0.0, 0.0, 0.0, 10.0])
-    assert next_batch(c, 500, 0.5) == [0, 1, 2]
-    assert c.now == 0.0
+def _produce(bootstrap: str, topic: str, n: int) -> None:
+    p = Producer({"bootstrap.servers": bootstrap})
+    for i in range(n):
+        p.produce(topic, value=str(i).encode())
+    assert p.flush(10) == 0
 
 
-def test_an_idle_consumer_waits_for_the_first_message_only():
-    """Nothing fetched: the first message to arrive ends the wait; what came with it is taken too."""
-    c = FakeConsumer([0.2, 0.2, 0.3])
-    assert next_batch(c, 500, 0.5) == [0, 1]
-    assert c.now == 0.2
-    assert next_batch(c, 500, 0.5) == [2]
-    assert c.now == 0.3
-    assert next_batch(c, 500, 0.5) == []
-    assert c.now == 0.8
+def test_a_partial_batch_is_returned_at_once(kafka_bootstrap, kafka_topic_factory):
+    """Three messages, batch size 500, timeout 5 s: they come back long before either is reached
+    (`consume(500, 5)` alone would hold them for the whole 5 s)."""
+    topic = kafka_topic_factory()
+    _produce(kafka_bootstrap, topic, 3)
+    c = _consumer(kafka_bootstrap, topic)
+    try:
+        got, started = [], time.monotonic()
+        while len(got) < 3 and time.monotonic() - started < 20:
+            got += [m.value() for m in next_batch(c, 500, 5.0) if m.error() is None]
+        assert got == [b"0", b"1", b"2"]
+        assert time.monotonic() - started < 4.0
+    finally:
+        c.close()
 
 
-def test_never_more_than_the_batch_size():
-    c = FakeConsumer([0.0] * 7)
-    assert next_batch(c, 3, 0.5) == [0, 1, 2]
-    assert next_batch(c, 3, 0.5) == [3, 4, 5]
-    assert next_batch(c, 1, 0.5) == [6]
-    c = FakeConsumer([0.1, 0.1])
-    assert next_batch(c, 1, 0.5) == [0]
+def test_never_more_than_the_batch_size_and_an_idle_wait_ends_empty(kafka_bootstrap, kafka_topic_factory):
+    topic = kafka_topic_factory()
+    _produce(kafka_bootstrap, topic, 7)
+    c = _consumer(kafka_bootstrap, topic)
+    try:
+        got, deadline = [], time.monotonic() + 20
+        while len(got) < 7 and time.monotonic() < deadline:
+            batch = next_batch(c, 3, 1.0)
+            assert len(batch) <= 3
+            got += [m.value() for m in batch if m.error() is None]
+        assert got == [str(i).encode() for i in range(7)]
+        started = time.monotonic()
+        assert next_batch(c, 3, 0.3) == []
+        assert 0.25 <= time.monotonic() - started < 3.0
+    finally:
+        c.close()
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_deliver_args(parser)
+    return parser.parse_args(["--bootstrap-servers", "k:9092", "--redis-url", "redis://127.0.0.1:6379/0", *argv])
+
+
+def test_claim_lease_flag_and_its_errors():
+    assert config_from_args(_args(), environ={}).claim_lease_s == 300.0
+    assert config_from_args(_args("--claim-lease", "90s"), environ={}).claim_lease_s == 90.0
+    with pytest.raises(DeliverConfigError, match=r"--claim-lease \(ESPRESSO_DELIVER_CLAIM_LEASE\).*'soon'"):
+        config_from_args(_args("--claim-lease", "soon"), environ={})
