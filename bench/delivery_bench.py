@@ -108,15 +108,19 @@ class _Http(asyncio.Protocol):
             payload = orjson.dumps({"requests": sum(keys.values()), "distinct": len(keys),
                                     "duplicates": sum(n - 1 for n in keys.values() if n > 1),
                                     "latencies_ns": self.stats.latencies_ns})
+        self.reply_json(payload)
+
+    def reply_json(self, payload: bytes) -> None:
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(payload), payload))
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, protocol: type = _Http) -> None:
+    """The provider on `port` until killed; `protocol` (an `_Http`) handles the requests."""
     async def main() -> None:
         stats = _Stats()
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Http(stats), "127.0.0.1", port, backlog=1024)
+        server = await loop.create_server(lambda: protocol(stats), "127.0.0.1", port, backlog=1024)
         async with server:
             await server.serve_forever()
     asyncio.run(main())

@@ -75,7 +75,7 @@ import orjson  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from bench.delivery_bench import _Http, _free_port, _server_call, _start_redis, _wait_port  # noqa: E402
+from bench.delivery_bench import _Http, _free_port, _serve, _server_call, _start_redis, _wait_port  # noqa: E402
 from bench.kafka_bench import create_topics  # noqa: E402
 from state.timeutil import parse_ts  # noqa: E402
 
@@ -122,22 +122,7 @@ class _E2EHttp(_Http):
             payload = orjson.dumps({"requests": sum(keys.values()), "distinct": len(keys),
                                     "repeated": {k: n for k, n in keys.items() if n > 1},
                                     "arrivals": self.stats.latencies_ns})
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(payload), payload))
-
-
-def _serve(port: int) -> None:
-    import asyncio
-
-    from bench.delivery_bench import _Stats
-
-    async def main() -> None:
-        stats = _Stats()
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _E2EHttp(stats), "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
-    asyncio.run(main())
+        self.reply_json(payload)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -593,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     broker = None
     ctx = multiprocessing.get_context("spawn")
     port = _free_port()
-    server = ctx.Process(target=_serve, args=(port,), daemon=True)
+    server = ctx.Process(target=_serve, args=(port, _E2EHttp), daemon=True)
     server.start()
     redis_proc, redis_url = _start_redis(str(workdir))
     bench = None

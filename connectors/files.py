@@ -14,6 +14,7 @@ from flows.logic import RawBatch, wall_ms
 
 from state.intake import Intake
 
+from .lines import line_batches
 from .parse_ahead import ParseAhead
 
 __all__ = ["JsonlEventSource", "JsonlSink"]
@@ -40,30 +41,18 @@ class _FilePartition(StatefulSourcePartition):
     def __init__(self, path: Path, batch_lines: int, resume_line: int, progress: Callable[[int], None] | None):
         self._f = path.open("rb")
         self._origin = {"file": path.name}
-        self._line = 0
-        self._batch = batch_lines
+        self._line = resume_line
+        self._batches = line_batches(self._f, resume_line, batch_lines)
         self._progress = progress
         self._end = _EndTicks(self._origin)
-        for _ in range(resume_line):
-            if not self._f.readline():
-                break
-            self._line += 1
 
     def next_batch(self) -> list:
-        records = []
-        f, line = self._f, self._line
-        for raw in f:
-            line += 1
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                records.append((raw, line))
-                if len(records) >= self._batch:
-                    break
-        if line == self._line:
+        batch = next(self._batches, None)
+        if batch is None:
             return self._end.next_batch()
-        self._line = line
+        records, self._line = batch
         if self._progress is not None:
-            self._progress(f.tell())
+            self._progress(self._f.tell())
         return [("0", RawBatch("0", records, self._origin, "line", wall_ms()))]
 
     def snapshot(self) -> int:

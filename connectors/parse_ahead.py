@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Callable
 
 from state.intake import Intake
 
+from .lines import line_batches
+
 __all__ = ["ParseAhead", "default_parse_ahead"]
 
 _HEADER = struct.Struct("<Q")
@@ -49,20 +51,7 @@ def _helper(args: dict, out: BinaryIO) -> None:
         path, batch_lines = args["path"], args["batch_lines"]
         origin = {"file": Path(path).name}
         with open(path, "rb") as f:
-            line = 0
-            while line < args["start_line"] and f.readline():
-                line += 1
-            while True:
-                records = []
-                for raw in f:
-                    line += 1
-                    raw = raw.rstrip(b"\r\n")
-                    if raw.strip():
-                        records.append((raw, line))
-                        if len(records) >= batch_lines:
-                            break
-                if not records:
-                    break
+            for records, line in line_batches(f, args["start_line"], batch_lines):
                 _send(out, ("batch", intake.parse(records, origin, "line"), line, f.tell()))
         _send(out, ("end",))
     except BrokenPipeError:

@@ -11,13 +11,12 @@ from .timeutil import format_ms
 __all__ = ["Change", "change_id", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-_xxh3_hex = xxhash.xxh3_128_hexdigest
 
 
 def change_id(contact_id: str, segment_id: str, direction: str, at: int, seq: int) -> str:
     """Same input, same id: a consumer drops a repeated change by this id alone."""
     key = f"{contact_id}\x1f{segment_id}\x1f{direction}\x1f{at}\x1f{seq}".encode()
-    return _xxh3_hex(key)
+    return xxhash.xxh3_128_hexdigest(key)
 
 
 class Change(NamedTuple):
@@ -38,8 +37,7 @@ class Change(NamedTuple):
         cid, sid, direction, at, seq, event_id, etype, expires_at, late = self
         return {
             "schema": SCHEMA_VERSION,
-            # = change_id(...), inlined
-            "change_id": _xxh3_hex(f"{cid}\x1f{sid}\x1f{direction}\x1f{at}\x1f{seq}".encode()),
+            "change_id": change_id(cid, sid, direction, at, seq),
             "contact_id": cid,
             "segment_id": sid,
             "direction": direction,

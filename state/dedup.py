@@ -46,7 +46,7 @@ class SeenIds:
         self._count = 0
 
     def add(self, event_id: str) -> bool:
-        h = _xxh64(event_id.encode()) or 1  # = id_hash(event_id), inlined
+        h = id_hash(event_id)
         mask = self._mask
         prev = self._prev
         i = h & mask

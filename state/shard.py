@@ -98,7 +98,6 @@ class Shard:
         self._defaults = program.int_defaults
         self._seg_ids = [s.id for s in program.segments]
         self._reason_names = {code: name for name, code in program.reasons.items()}
-        self._time_mask = program.time_mask
         self._time_cause = (None, None, False, program.time_mask)  # the pending entry of a timer
         self._all_mask = (1 << len(program.segments)) - 1
 
@@ -164,8 +163,8 @@ class Shard:
     def apply(self, events: Iterable[Event]) -> list[Change]:
         """Apply valid events in arrival order; returns changes that became final.
 
-        The hot loop of the engine: evaluation (`_evaluate`) and timer firing (`_fire`)
-        are inlined for the common case of an event newer than its contact's clock.
+        The hot loop of the engine: evaluation (what `_evaluate` does) and the firing of
+        due timers are inlined for the common case of an event newer than its contact's clock.
         """
         out: list[Change] = []
         updaters, masks, index, pending = self._updaters, self.program.type_masks, self.index, self.pending

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from tests.connectors.http_server import OK, Reply, WebhookServer
-from tests.integration.live import ROOT, Espresso, Tail, now_ms, produce, producer, read_all, tick
+from tests.integration.live import (ROOT, SHORT_WINDOW_SEGMENTS, Espresso, Tail, now_ms, produce, producer, read_all,
+                                    tick)
 from tests.servers import FAST_GROUP_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -27,13 +28,7 @@ PARTS = 2
 
 #: A 3-second window, so contacts leave and come back (also by time: an order ageing out
 #: while an open is still inside) while the test runs; one email per entry, no caps.
-CAMPAIGNS = """
-segments:
-  - id: opened-recently
-    when:
-      all:
-        - event: {type: email_open, at_least: 1, within: 3s}
-        - event: {type: order_placed, exactly: 0, within: 3s}
+CAMPAIGNS = SHORT_WINDOW_SEGMENTS + """
 caps: {email: null, sms: null, push: null, all: null}
 campaigns:
   - id: opened-recently-email
