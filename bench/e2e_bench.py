@@ -62,7 +62,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -72,9 +71,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
+from bench.broker_floor import pct, produce, relay_probe, summary  # noqa: E402
 from bench.delivery_bench import _Http, _free_port, _serve, _server_call, _start_redis, _wait_port  # noqa: E402
 from bench.kafka_bench import create_topics  # noqa: E402
 from state.timeutil import parse_ts  # noqa: E402
@@ -126,21 +125,6 @@ class _E2EHttp(_Http):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
-
-
-def summary(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50": round(pct(values, 0.5), 1), "p90": round(pct(values, 0.9), 1),
-            "p99": round(pct(values, 0.99), 1), "max": round(max(values), 1),
-            "mean": round(statistics.fmean(values), 1)}
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -149,15 +133,6 @@ def make_producer(bootstrap: str, settings: dict) -> Producer:
     """The event source's producer (outside espresso)."""
     return Producer({"bootstrap.servers": bootstrap, "acks": "all", "queue.buffering.max.messages": 1_000_000,
                      "socket.nagle.disable": True, **settings})
-
-
-def produce(p: Producer, topic: str, value: bytes, key: bytes, **kw) -> None:
-    while True:
-        try:
-            p.produce(topic, value, key, **kw)
-            return
-        except BufferError:
-            p.poll(0.01)
 
 
 def parse_settings(text: str) -> dict:
@@ -471,68 +446,6 @@ class Bench:
         return out
 
 
-# -- the broker alone ------------------------------------------------------------------------------
-def hop_probe(bootstrap: str, rate: float, seconds: float, hops: int, partitions: int, source_settings: dict,
-              producer_settings: dict, consumer_settings: dict) -> dict:
-    """The broker alone: produce at `rate` (the bench's event producer settings) to a topic of
-    `partitions` partitions; with hops=2 a relay consumes it and produces to a second such topic
-    (espresso's producer settings: idempotent, acks=all, linger.ms=5); a reader consumes the
-    last topic (espresso's consumer settings: fetch.wait.max.ms=20). One consumer per topic,
-    assigned every partition (`espresso run` has one per partition)."""
-    stamp = uuid.uuid4().hex[:6]
-    topics = [f"e2e-hop-{stamp}-{i}" for i in range(hops)]
-    create_topics(bootstrap, {t: partitions for t in topics})
-
-    def consumer(topic: str) -> Consumer:
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hop-{topic}", "enable.auto.commit": False,
-                      "fetch.wait.max.ms": 20, "socket.nagle.disable": True, **consumer_settings})
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        return c
-
-    stop = threading.Event()
-
-    def relay(src: str, dst: str) -> None:
-        c = consumer(src)
-        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                      "socket.nagle.disable": True, **producer_settings})
-        while not stop.is_set():
-            for m in c.consume(1000, 0.0) or ():
-                if not m.error():
-                    produce(p, dst, m.value(), m.key())
-            p.poll(0)
-            time.sleep(0.001)
-        p.flush(10)
-        c.close()
-
-    relays = [threading.Thread(target=relay, args=(topics[i], topics[i + 1]), daemon=True) for i in range(hops - 1)]
-    for r in relays:
-        r.start()
-    last = consumer(topics[-1])
-    time.sleep(0.5)
-    p = make_producer(bootstrap, source_settings)
-    n = int(rate * seconds)
-    lat: list[float] = []
-    t0 = time.perf_counter()
-    i = 0
-    deadline = time.monotonic() + seconds + 15
-    while len(lat) < n and time.monotonic() < deadline:
-        due = min(n, int((time.perf_counter() - t0) * rate))
-        while i < due:
-            produce(p, topics[0], str(time.time_ns()).encode(), f"k{i}".encode())
-            i += 1
-        p.poll(0)
-        for m in last.consume(1000, 0.001):
-            if not m.error():
-                lat.append((time.time_ns() - int(m.value())) / 1e6)
-    p.flush(10)
-    stop.set()
-    for r in relays:
-        r.join(10)
-    last.close()
-    return {"hops": hops, "rate": rate, "partitions": partitions, "messages": n, "received": len(lat),
-            **summary(lat)}
-
-
 # -- main --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -609,12 +522,12 @@ def main(argv: list[str] | None = None) -> int:
         bench.preload(Phase("warm", 100, args.partitions), port)
         if not args.skip_probe:
             ps, cs = parse_settings(args.producer_settings), parse_settings(args.consumer_settings)
-            probe_s = min(args.seconds, 10)
-            print(f"probes: the broker alone at {args.rate:.0f}/s for {probe_s:g} s, one and two hops ...",
+            # As long as the latency phase: on tansu a hop slows down as the log grows.
+            print(f"probes: the broker alone at {args.rate:.0f}/s for {args.seconds:g} s, one and two hops ...",
                   flush=True)
             src = parse_settings(args.source_producer_settings)
             for hops, key in ((1, "broker_one_hop_ms"), (2, "broker_two_hops_ms")):
-                result[key] = hop_probe(bootstrap, args.rate, probe_s, hops, args.partitions, src, ps, cs)
+                result[key] = relay_probe(bootstrap, args.rate, args.seconds, hops, args.partitions, src, ps, cs)
         if not args.skip_latency:
             result["latency"] = bench.latency(port, args.rate, args.seconds)
         if not args.skip_throughput:
@@ -671,6 +584,10 @@ def print_table(r: dict) -> None:
     for key, name in (("broker_one_hop_ms", "broker alone, one hop"), ("broker_two_hops_ms", "broker alone, two hops")):
         if key in r:
             row(name, r[key])
+    for key, name in (("latency", "end to end"), ("broker_one_hop_ms", "one hop"), ("broker_two_hops_ms", "two hops")):
+        by = (r.get(key) or {}).get("p99_by_second_ms")
+        if by:
+            print(f"p99 per second of the run, {name}: {' '.join(f'{v:.0f}' for v in by.values())} ms")
     if "latency" in r:
         print(f"CPU during the latency phase, % of one core: {r['latency']['cpu_percent_of_one_core']}")
         c = r["latency"]["check"]

@@ -20,9 +20,10 @@ tansu's in-memory log slows down as it grows. Every run uses fresh topics.
    the same kind of events with event time = now at the fixed rate, each `event_id`
    carrying its send time; a downstream consumer (assign, no group) reads segment-changes.
    For every change caused by an event: produce -> change readable on segment-changes
-   (end to end), and produce -> `processed_at` (handed to the producer, ms resolution).
-   The broker's own hop (produce -> consume of one topic at the same rate) is measured too:
-   end to end crosses two such hops.
+   (end to end), and produce -> `processed_at` (handed to the producer, ms resolution),
+   overall and as p99 per second of the run. Then the broker alone, same rate, partitions
+   and duration (`bench/broker_floor.py`): one hop, and two hops through a do-nothing relay
+   forwarding as many messages as espresso wrote changes, the floor under end to end.
 
 Writes bench/results/kafka-<UTC stamp>.json (machine, parameters, figures) and prints a table.
 """
@@ -48,6 +49,7 @@ import orjson  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from bench.broker_floor import produce, relay_probe  # noqa: E402
 from bench.generate import generate  # noqa: E402
 from state.timeutil import format_ms, parse_ts  # noqa: E402
 
@@ -88,13 +90,7 @@ def produce_lines(bootstrap: str, topic: str, lines: list[bytes]) -> float:
             key = obj.get("contact_id") if isinstance(obj, dict) else None
         except orjson.JSONDecodeError:
             key = None
-        key = key.encode() if isinstance(key, str) else None
-        while True:
-            try:
-                p.produce(topic, line, key)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce(p, topic, line, key.encode() if isinstance(key, str) else None)
         p.poll(0)
     assert p.flush(120) == 0
     return time.perf_counter() - t0
@@ -204,39 +200,13 @@ class Paced(threading.Thread):
                 last_ts = ts
                 ev["ts"] = format_ms(ts)
                 ev["event_id"] = f"{self.sent}-{now_ns}"
-                while True:
-                    try:
-                        p.produce(self.topic, orjson.dumps(ev), ev["contact_id"].encode(),
-                                  headers=[("bench-sent-ns", str(now_ns).encode())])
-                        break
-                    except BufferError:
-                        p.poll(0.01)
+                produce(p, self.topic, orjson.dumps(ev), ev["contact_id"].encode(),
+                        headers=[("bench-sent-ns", str(now_ns).encode())])
                 self.sent += 1
             p.poll(0)
             time.sleep(0.001)
         self.elapsed = time.perf_counter() - t0
         p.flush(30)
-
-
-def broker_hop(bootstrap: str, rate: float, seconds: float) -> dict:
-    """The broker alone: produce at `rate` and consume the same topic."""
-    topic = fresh_topics(bootstrap, "hop", 1)[0]
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-hop", "fetch.wait.max.ms": 20,
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    tpl = [{"contact_id": "x", "type": "heartbeat"}]
-    sender = Paced(bootstrap, topic, rate, seconds, tpl)
-    lat: list[float] = []
-    sender.start()
-    end = time.monotonic() + seconds + 5
-    while time.monotonic() < end and (sender.is_alive() or len(lat) < sender.sent):
-        for m in c.consume(5000, POLL_S):
-            if not m.error():
-                sent = int(dict(m.headers())["bench-sent-ns"])
-                lat.append((time.time_ns() - sent) / 1e6)
-    c.close()
-    return {"messages": len(lat), "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
-            "max_ms": round(max(lat), 2) if lat else None}
 
 
 def latency(bootstrap: str, args, workdir: Path, producer_settings: str = "", with_hop: bool = True) -> dict:
@@ -257,9 +227,15 @@ def latency(bootstrap: str, args, workdir: Path, producer_settings: str = "", wi
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-downstream", "fetch.wait.max.ms": 20,
                       "enable.auto.commit": False})
         md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+        c.list_topics(timeout=10)  # leaders known before assign, else the first fetch waits 500 ms
         c.assign([TopicPartition(topics[1], p, 0) for p in md.topics[topics[1]].partitions])
         print(f"latency: {args.rate:.0f} events/s for {args.latency_seconds:g}s into {topics[0]} "
               f"(espresso producer: {producer_settings or 'defaults'}) ...", flush=True)
+        # Warm-up: librdkafka's idempotent producer asks for its producer id on a 500 ms
+        # timer, so espresso's first write waits up to ~0.5 s after start; measure after it.
+        warm_end = time.monotonic() + 2
+        while time.monotonic() < warm_end:
+            c.consume(100, 0.05)
         sender = Paced(bootstrap, topics[0], args.rate, args.latency_seconds, tpl)
         sender.start()
         e2e, handed, changes, sent_at = [], [], 0, []
@@ -295,14 +271,19 @@ def latency(bootstrap: str, args, workdir: Path, producer_settings: str = "", wi
         except subprocess.TimeoutExpired:
             flow.kill()
         log.close()
-    hop = broker_hop(bootstrap, args.rate, min(args.latency_seconds, 10)) if with_hop else None
+    hop = floor = None
+    if with_hop:
+        # The same shape without espresso, as long as the run (on tansu a hop slows down as
+        # the log grows): one hop, and two hops through a relay that forwards as many
+        # messages as espresso wrote changes.
+        every = max(1, round(sender.sent / max(1, len(e2e))))
+        print(f"latency: the broker alone, one hop and two hops (relay forwards 1 in {every}) ...", flush=True)
+        hop = relay_probe(bootstrap, args.rate, args.latency_seconds, 1, args.partitions)
+        floor = relay_probe(bootstrap, args.rate, args.latency_seconds, 2, args.partitions, forward_every=every)
     # Steady state: without the first 2 s (new consumers, first contacts, warm caches).
     t_first = min(sent_at) if sent_at else 0
     steady = [i for i, t in enumerate(sent_at) if t - t_first >= 2e9]
     e2e_s, handed_s = [e2e[i] for i in steady], [handed[i] for i in steady]
-    by_second: dict[int, list[float]] = {}
-    for t, v in zip(sent_at, handed):
-        by_second.setdefault(int((t - t_first) // 1e9), []).append(v)
     return {
         "espresso_producer_settings": producer_settings or "defaults (enable.idempotence=true, acks=all, linger.ms=5)",
         "target_rate": args.rate, "achieved_rate": round(achieved), "seconds": args.latency_seconds,
@@ -312,9 +293,20 @@ def latency(bootstrap: str, args, workdir: Path, producer_settings: str = "", wi
         "to_producer_ms": {"p50": round(pct(handed, 0.5), 1), "p99": round(pct(handed, 0.99), 1)},
         "steady_end_to_end_ms": {"p50": round(pct(e2e_s, 0.5), 1), "p99": round(pct(e2e_s, 0.99), 1)},
         "steady_to_producer_ms": {"p50": round(pct(handed_s, 0.5), 1), "p99": round(pct(handed_s, 0.99), 1)},
-        "to_producer_p99_by_second_ms": {k: round(pct(v, 0.99), 1) for k, v in sorted(by_second.items())},
+        "to_producer_p99_by_second_ms": _by_second(sent_at, handed),
+        "end_to_end_p99_by_second_ms": _by_second(sent_at, e2e),
         "broker_hop_ms": hop,
+        "broker_two_hops_ms": floor,
     }
+
+
+def _by_second(sent_at: list[int], values: list[float]) -> dict[int, float]:
+    """p99 of `values` per second of send time (ns) since the first."""
+    t_first = min(sent_at, default=0)
+    by: dict[int, list[float]] = {}
+    for t, v in zip(sent_at, values):
+        by.setdefault(int((t - t_first) // 1e9), []).append(v)
+    return {k: round(pct(v, 0.99), 1) for k, v in sorted(by.items())}
 
 
 def _free_port() -> int:
@@ -433,8 +425,16 @@ def print_table(r: dict) -> None:
         se, sh = lat["steady_end_to_end_ms"], lat["steady_to_producer_ms"]
         print(f"| same, after the first 2 s: readable on segment-changes | {se['p50']} | {se['p99']} | |")
         print(f"| same, after the first 2 s: handed to the producer | {sh['p50']} | {sh['p99']} | |")
-        if b:
-            print(f"| broker alone: produce -> consume, one hop | {b['p50_ms']} | {b['p99_ms']} | {b['max_ms']} |")
+        f = lat.get("broker_two_hops_ms")
+        if b and "p50" in b:
+            print(f"| broker alone ({b['partitions']} partitions), one hop | {b['p50']} | {b['p99']} | {b['max']} |")
+        if f and "p50" in f:
+            print(f"| broker alone, two hops through a relay forwarding 1 in {f['forward_every']} | {f['p50']} | "
+                  f"{f['p99']} | {f['max']} |")
+        for name, by in (("end to end", lat.get("end_to_end_p99_by_second_ms")),
+                         ("broker alone, two hops", (f or {}).get("p99_by_second_ms"))):
+            if by:
+                print(f"p99 per second of the run, {name}: {' '.join(f'{v:.0f}' for v in by.values())} ms")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,15 @@ class SharedProducer:
     def _on_client_error(self, err: KafkaError) -> None:
         log.warning("kafka producer: %s", err.str())
 
+    def connect(self, timeout: float = 5.0) -> None:
+        """Talk to the brokers now: an idempotent producer gets its producer id only once a
+        broker connection is up, on a 500 ms retry timer, so a producer first used by the
+        first change would hold that change ~0.5 s."""
+        try:
+            self.producer.list_topics(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - only a faster first write
+            log.warning("kafka producer: no broker answered yet (%s); the first write may wait", exc)
+
     def on_delivery(self, topic: str) -> Callable[[KafkaError | None, Any], None]:
         def report(err: KafkaError | None, msg: Any) -> None:
             if err is None:

@@ -52,6 +52,7 @@ class _WorkerConsumer:
             # partition keep a catch-up as fast as with a consumer per partition.
             conf["max.partition.fetch.bytes"] = 4 << 20
         self.consumer = Consumer(conf)
+        self._know_leaders()
         self.buffers: dict[int, list] = {}
         self.eof: set[int] = set()
         self.paused: set[int] = set()
@@ -60,6 +61,16 @@ class _WorkerConsumer:
     def _on_client_error(self, err: KafkaError) -> None:
         health.count_source_error(self.topic, -1, err.name())
         log.warning("kafka consumer %s: %s", self.topic, err.str())
+
+    def _know_leaders(self) -> None:
+        """Fetch the topic's metadata before assigning: a partition assigned while its leader
+        is unknown waits for librdkafka's 500 ms offset-query retry timer, so the first
+        events after a start would wait half a second. All topics, not this one by name: a
+        request by name may create the topic on brokers that auto-create."""
+        try:
+            self.consumer.list_topics(timeout=5)
+        except Exception as exc:  # noqa: BLE001 - only a faster start; assign works anyway
+            log.warning("kafka consumer %s: no metadata yet (%s); the first fetch may start late", self.topic, exc)
 
     def add(self, partition: int, offset: int) -> None:
         self.buffers[partition] = []

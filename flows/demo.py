@@ -468,6 +468,7 @@ class Demo:
         md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "espresso-demo-printer",
                              "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+        consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
         consumer.assign([TopicPartition(topics[1], p, 0) for p in md.topics[topics[1]].partitions]
                         + [TopicPartition(topics[2], p, 0) for p in md.topics[topics[2]].partitions])
         producer = threading.Thread(target=self._producer_thread, args=(bootstrap, topics[0]),

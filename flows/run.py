@@ -360,14 +360,24 @@ def run(rc: RunConfig) -> int:
                                   recovery_config=recovery)
     if not rc.single_process:
         kwargs.update(process_id=rc.process_id, addresses=rc.addresses)
+    # Bytewax builds a sink partition at its first item; the process's shared producer is
+    # made (and connected) now so that the first change does not wait for its producer id.
+    from connectors.kafka_sink import SharedProducer
+
+    producer = SharedProducer.get(rc.kafka)
+    producer.connect()
+    aborted = False
     try:
         cli_main(flow, **kwargs)
     except Exception as exc:  # noqa: BLE001
         if "signal received" in str(exc):  # aborted by a second signal
+            aborted = True
             log.warning("espresso run: aborted; output since the last epoch may be written again on restart")
             return 130
         raise
     finally:
+        if not aborted:
+            producer.release()  # the last user flushes
         health.HEALTH.stop()
     log.info("espresso run: stopped")
     return 0
