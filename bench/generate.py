@@ -552,7 +552,7 @@ def _invalid(ev: dict, rng: random.Random) -> tuple[str, bytes]:
     h = f"{rng.getrandbits(128):032x}"
     bad["event_id"] = f"bad-{h[:24]}"
     x = r()
-    for reason, w in INVALID_KINDS:
+    for reason, w in INVALID_KINDS:  # noqa: B007 - `reason` is the one the loop stops at
         if x < w:
             break
         x -= w

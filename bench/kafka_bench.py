@@ -64,7 +64,7 @@ RESULTS = REPO / "bench" / "results"
 # -- Kafka helpers ---------------------------------------------------------------------------
 def create_topics(bootstrap: str, names: dict[str, int]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for name, fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.items()]).items():
+    for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.items()]).values():
         fut.result(30)
 
 

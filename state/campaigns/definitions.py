@@ -235,7 +235,7 @@ def _variants(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Var
         if m.channel == "push" and t.html is not None:
             raise DefinitionError(file, f"{where}.html", "a push has no html", "remove html: (push has subject as title, and body)")
 
-        def comp(key: str, html: bool = False) -> CompiledTemplate | None:
+        def comp(key: str, html: bool = False, t: Any = t, where: str = where) -> CompiledTemplate | None:
             src = getattr(t, key)
             if src is None:
                 return None
