@@ -12,8 +12,12 @@ Delivery without per-batch flushes, and without loss across crashes:
   flow resumes from the last committed epoch and writes the rest again (at-least-once,
   with the same `change_id`s).
 
-A delivery failure (after librdkafka's own retries) is logged and counted in a metric;
-it does not stop the flow.
+A delivery failure (librdkafka gave up after its retries and `message.timeout.ms`, 5 min by
+default) is logged and counted in a metric, and then stops the flow (`DeliveryFailed`, raised
+by the next write or epoch end of any sink partition of the process) so that nothing is lost:
+with recovery, the epoch holding the record is never committed and a restart resumes before
+it; without, a restart reads the input again. A broker outage shorter than
+`message.timeout.ms` only delays the output.
 
 Changes: key `contact_id`, value = `Change.record()` + `processed_at`, topic
 `segment-changes`. Dead letters: key none, value = the original bytes, headers
@@ -37,13 +41,18 @@ from state.timeutil import format_ms
 
 from .kafka_config import KafkaConfig
 
-__all__ = ["KafkaChangeSink", "KafkaDeadLetterSink", "SharedProducer", "encode_change", "encode_dead_letter"]
+__all__ = ["DeliveryFailed", "KafkaChangeSink", "KafkaDeadLetterSink", "SharedProducer", "encode_change",
+           "encode_dead_letter"]
 
 log = logging.getLogger(__name__)
 
 #: How many sink partitions each sink has: items are routed to them by key, so a contact's
 #: changes keep their order; each worker owns some of them.
 SINK_PARTS = 16
+
+
+class DeliveryFailed(RuntimeError):
+    """Records the brokers never acknowledged: the flow stops rather than go on without them."""
 
 
 class SharedProducer:
@@ -57,6 +66,7 @@ class SharedProducer:
         self.refs = 0
         self.delivered = 0
         self.failed = 0
+        self.last_failure = ""
         self._flush_lock = threading.Lock()
 
     @classmethod
@@ -98,9 +108,20 @@ class SharedProducer:
                 self.delivered += 1
                 return
             self.failed += 1
+            self.last_failure = f"{topic}: {err.str()}"
             health.count_delivery_failure(topic, err.name())
             log.error("kafka delivery to %s failed: %s", topic, err.str())
         return report
+
+    def check(self, seen: int, durable: bool) -> None:
+        """Raise `DeliveryFailed` if records failed since the caller saw `seen` failures."""
+        if self.failed > seen:
+            then = ("the epoch holding them is not committed: a restart resumes before it and writes them "
+                    "again" if durable else "a restart reads the input again (no recovery directory)")
+            raise DeliveryFailed(
+                f"{self.failed - seen} record(s) could not be written to Kafka (last: {self.last_failure}); "
+                f"stopping so that nothing is lost: {then}. A broker outage longer than message.timeout.ms "
+                "(KAFKA_PRODUCER_SETTINGS, librdkafka default 5 min) causes this")
 
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: list | None,
                 on_delivery: Callable) -> None:
@@ -153,6 +174,7 @@ class _Part(StatefulSinkPartition):
         self.sp = SharedProducer.get(sink.cfg)
         self.report = self.sp.on_delivery(sink.topic)
         self.dirty = False
+        self.failures_seen = self.sp.failed
 
     def write_batch(self, items: list) -> None:
         if not items:
@@ -160,6 +182,7 @@ class _Part(StatefulSinkPartition):
         self.sink.write(self.sp, items, self.report)
         self.sp.poll()
         self.dirty = True
+        self.sp.check(self.failures_seen, self.sink.flush_on_snapshot)
 
     def snapshot(self) -> None:
         # End of an epoch: everything written in it must be durable before the epoch
@@ -168,6 +191,7 @@ class _Part(StatefulSinkPartition):
         if self.dirty and self.sink.flush_on_snapshot:
             self.sp.flush()
             self.dirty = False
+        self.sp.check(self.failures_seen, self.sink.flush_on_snapshot)
         return None
 
     def close(self) -> None:

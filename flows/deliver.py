@@ -209,6 +209,10 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
         if left:
             raise DeliverConfigError(f"{left} decision/dead-letter records not acknowledged by Kafka within 30s; "
                                      "offsets not committed (check the brokers and --decisions-topic/--dlq-topic)")
+        if writer.errors:
+            raise DeliverConfigError(f"{writer.errors} decision/dead-letter record(s) could not be written to Kafka "
+                                     "(see the log); offsets not committed: a restart reads the batch again (sent "
+                                     "messages are not sent twice)")
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
         consumer.commit(offsets=offsets, asynchronous=False)
         pending.clear()

@@ -374,11 +374,20 @@ def run(rc: RunConfig) -> int:
             aborted = True
             log.warning("espresso run: aborted; output since the last epoch may be written again on restart")
             return 130
+        if producer.failed:  # a sink raised DeliveryFailed (Bytewax has logged its traceback)
+            log.error("espresso run: stopped: %d record(s) not written to Kafka (last: %s); restart it: %s",
+                      producer.failed, producer.last_failure,
+                      "it resumes before them" if rc.recovery_dir else "it reads the input again")
+            return 1
         raise
     finally:
         if not aborted:
             producer.release()  # the last user flushes
         health.HEALTH.stop()
+    if producer.failed:
+        log.error("espresso run: %d record(s) not written to Kafka (last: %s); run it again",
+                  producer.failed, producer.last_failure)
+        return 1
     log.info("espresso run: stopped")
     return 0
 
