@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from connectors.consume import next_batch
 from state.errors import EspressoError
 from state.timeutil import parse_duration
 
@@ -296,20 +297,6 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     log.info("espresso deliver: stopped; consumed %d, sent %d, failed %d, duplicates %d, invalid %d",
              stats.consumed, st.sent, st.failed, st.duplicates, stats.invalid)
     return stats
-
-
-def next_batch(consumer: Any, size: int, timeout: float) -> list:
-    """Up to `size` messages: those already fetched, without waiting for more; when there are
-    none, the first to arrive within `timeout` s and whatever came with it. (`consume(size,
-    timeout)` alone would hold a partial batch until `size` messages or the timeout: up to
-    `timeout` of added latency whenever traffic is below `size` per `timeout`.)"""
-    batch = consumer.consume(size, 0)
-    if batch:
-        return batch
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
 def _observed(write_decision):

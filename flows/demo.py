@@ -465,6 +465,8 @@ class Demo:
         from confluent_kafka import Consumer, TopicPartition
         from confluent_kafka.admin import AdminClient
 
+        from connectors.consume import next_batch
+
         md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "espresso-demo-printer",
                              "enable.auto.commit": False, "fetch.wait.max.ms": 20})
@@ -483,7 +485,7 @@ class Demo:
                     self.say(self.style(f"espresso demo: the flow exited with code {flow.returncode}; "
                                         f"its log: {getattr(self, 'flow_log', '(console)')}", "31"))
                     break
-                for msg in consumer.consume(200, 0.2):
+                for msg in next_batch(consumer, 200, 0.2):
                     if msg.error():
                         continue
                     if msg.topic() == topics[1]:
