@@ -51,6 +51,14 @@ def summary(values: list[float]) -> dict:
             "mean": round(statistics.fmean(values), 1)}
 
 
+def p99_by_second(samples) -> dict[int, float]:
+    """p99 per whole second of (seconds since the start, value) samples."""
+    by: dict[int, list[float]] = {}
+    for at, v in samples:
+        by.setdefault(int(at), []).append(v)
+    return {k: round(pct(v, 0.99), 1) for k, v in sorted(by.items())}
+
+
 def produce(p: Producer, topic: str, value: bytes, key: bytes | None, **kw) -> None:
     """`p.produce`, serving delivery reports while the local queue is full."""
     while True:
@@ -123,12 +131,9 @@ def relay_probe(bootstrap: str, rate: float, seconds: float, hops: int = 2, part
     for r in relays:
         r.join(10)
     last.close()
-    by_second: dict[int, list[float]] = {}
-    for at, ms in lat:
-        by_second.setdefault(int(at), []).append(ms)
     return {"hops": hops, "rate": rate, "seconds": seconds, "partitions": partitions, "forward_every": forward_every,
             "messages": n, "expected": expected, "received": len(lat), **summary([ms for _, ms in lat]),
-            "p99_by_second_ms": {k: round(pct(v, 0.99), 1) for k, v in sorted(by_second.items())}}
+            "p99_by_second_ms": p99_by_second(lat)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,6 +167,25 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
                     load_after=os.getloadavg()[0])
 
 
+class Pace:
+    """Iterate 0..n-1, each index at `rate` per second from the start of the loop; `late`
+    counts the indices that came more than 10 ms behind schedule (the machine could not
+    keep the rate)."""
+
+    def __init__(self, n: int, rate: float) -> None:
+        self.n, self.rate, self.late = n, rate, 0
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        for i in range(self.n):
+            wait = t0 + i / self.rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.01:
+                self.late += 1
+            yield i
+
+
 def count_lines(path: Path) -> int:
     if not path.exists():
         return 0

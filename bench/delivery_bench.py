@@ -40,6 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import Pace
 from connectors.idempotency import IdempotencyConfig, RedisIdempotency
 from connectors.sender import Sender, SenderConfig
 from connectors.webhook import WebhookChannel, WebhookConfig
@@ -228,21 +229,15 @@ def fixed_rate(sender: Sender, port: int, rate: float, seconds: float, run: str)
     _server_call(port, "/reset")
     n = int(rate * seconds)
     t0 = time.perf_counter()
-    late = 0
-    for i in range(n):
-        due = t0 + i / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        elif wait < -0.01:
-            late += 1
+    pace = Pace(n, rate)
+    for i in pace:
         sender.submit(_message(i, run, time.time_ns()))
     submit_s = time.perf_counter() - t0
     sender.flush(300)
     server = _server_call(port, "/stats")
     lat = sorted(x / 1e6 for x in server["latencies_ns"])
     return {"rate": rate, "seconds": seconds, "messages": n, "achieved_rate": round(n / submit_s, 1),
-            "submits_behind_schedule_10ms": late,
+            "submits_behind_schedule_10ms": pace.late,
             "p50_ms": round(_pct(lat, 0.50), 2), "p90_ms": round(_pct(lat, 0.90), 2),
             "p99_ms": round(_pct(lat, 0.99), 2), "max_ms": round(lat[-1], 2) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 2) if lat else None,

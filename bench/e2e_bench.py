@@ -73,7 +73,8 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from bench.broker_floor import pct, produce, relay_probe, summary  # noqa: E402
+from bench.broker_floor import p99_by_second, produce, relay_probe, summary  # noqa: E402
+from bench.common import Pace  # noqa: E402
 from bench.delivery_bench import _Http, _free_port, _serve, _server_call, _start_redis, _wait_port  # noqa: E402
 from bench.kafka_bench import create_topics  # noqa: E402
 from state.timeutil import parse_ts  # noqa: E402
@@ -333,17 +334,12 @@ class Bench:
         preload_s = self.preload(phase, port)
         print(f"latency: {rate:.0f} events/s for {seconds:g} s ({n} messages expected) ...", flush=True)
         sent_ns: dict[str, int] = {}
-        late = 0
         ingest0 = self.ingest_histogram()
         self.cpu.start()
         t0 = time.perf_counter()
-        for i, c in enumerate(phase.contacts):
-            due = t0 + i / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            elif wait < -0.01:
-                late += 1
+        pace = Pace(n, rate)
+        for i in pace:
+            c = phase.contacts[i]
             ns = time.time_ns()
             produce(self.source, self.topics["events"], orjson.dumps(Phase.open_event(c, ns // 1_000_000)),
                     c.encode())
@@ -358,16 +354,13 @@ class Bench:
         in_deliver = self.deliver_latencies(set(phase.contacts))
         handed = self.handed_to_producer(sent_ns)
         t_first = min(sent_ns.values())
-        by_second: dict[int, list[float]] = {}
-        for c, v in lat.items():
-            by_second.setdefault(int((sent_ns[c] - t_first) // 1e9), []).append(v)
         return {"rate": rate, "seconds": seconds, "messages": n, "achieved_rate": round(n / produce_s, 1),
-                "produces_behind_schedule_10ms": late, "preload_s": round(preload_s, 2),
+                "produces_behind_schedule_10ms": pace.late, "preload_s": round(preload_s, 2),
                 "produce_to_received_ms": summary(list(lat.values())),
                 "produce_to_change_processed_at_ms": summary(handed),
                 "run_poll_to_change_emitted_ms": ingest,
                 "deliver_submit_to_decision_ms": summary(in_deliver),
-                "p99_by_second_ms": {k: round(pct(v, 0.99), 1) for k, v in sorted(by_second.items())},
+                "p99_by_second_ms": p99_by_second(((sent_ns[c] - t_first) / 1e9, v) for c, v in lat.items()),
                 "cpu_percent_of_one_core": cpu, "check": self.check(stats, set(phase.contacts))}
 
     def throughput(self, port: int, n: int, run: int) -> dict:
