@@ -10,9 +10,11 @@ one-hop p99 from 35 ms to 220 ms within 20 s at 10k messages/s. One poll emits O
 `(partition, RawBatch)`, so the per-partition intake sees whole batches. Broker errors
 are logged and counted, never raised: a Kafka hiccup does not stop the flow.
 
-Idle partitions still emit an empty `RawBatch` every `idle_emit_s`, so the shards of an
-idle partition keep evaluating with the idle-advancing watermark even if no timer
-notification were pending (ShardLogic.notify_at does the precise wake-ups).
+Each batch says whether the partition is caught up (nothing more to read at the last
+fetch: the log end that fetch reported). A partition that reaches the end with no new
+records emits one empty batch saying so, and an idle partition an empty batch every
+`idle_emit_s`, so its shards settle its latest instant and let idle time pass
+(state/timekeeping.py; ShardLogic.notify_at does the precise wake-ups).
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ class _WorkerConsumer:
         self.consumer.close()
         return True
 
-    def take(self, partition: int) -> list:
-        """Up to `batch_size` messages of `partition`, fetching when its buffer is empty."""
+    def take(self, partition: int, next_offset: int) -> tuple[list, bool]:
+        """Up to `batch_size` messages of `partition`, fetching when its buffer is empty, and
+        whether they are all there was: caught up with the log end of the last fetch."""
         buf = self.buffers[partition]
         if not buf:
             self._fill()
@@ -102,7 +105,18 @@ class _WorkerConsumer:
         if partition in self.paused and len(buf) < self.src.batch_size:
             self.paused.discard(partition)
             self.consumer.resume([TopicPartition(self.topic, partition)])
-        return out
+        return out, not buf and self._at_end(partition, out[-1].offset() + 1 if out else next_offset)
+
+    def _at_end(self, partition: int, position: int) -> bool:
+        """Whether `position` is the log end the last fetch response reported (librdkafka
+        caches it per partition as it parses a response, before handing out its messages)."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        except Exception:  # noqa: BLE001 - not known yet: not caught up
+            return False
+        if high is None or high < 0:
+            return False
+        return (position if position >= 0 else low) >= high
 
     def _fill(self) -> None:
         buffers = self.buffers
@@ -136,6 +150,7 @@ class _KafkaPartition(StatefulSourcePartition):
         self.shared.add(partition, self.next_offset)
         self.tp = TopicPartition(self.topic, partition)
         self.eof = False
+        self.told_caught_up = False  # the last batch emitted said "caught up"
         self.first = True
         self.last_emit = 0.0
         self.last_lag = 0.0
@@ -148,7 +163,7 @@ class _KafkaPartition(StatefulSourcePartition):
         if self.eof or health.HEALTH.stopping:
             raise StopIteration()
         src, shared = self.src, self.shared
-        msgs = shared.take(self.partition)
+        msgs, caught_up = shared.take(self.partition, self.next_offset)
         now = time.monotonic()
         # A value of None (a tombstone) is b"".
         records = [(m.value() or b"", m.offset()) for m in msgs]
@@ -163,10 +178,13 @@ class _KafkaPartition(StatefulSourcePartition):
         if now - self.last_lag >= 1.0:
             self.last_lag = now
             self._report_lag()
-        if records or now - self.last_emit >= src.idle_emit_s or self.eof:
+        # Reaching the log end is news even with no records: the shards may then settle
+        # the partition's latest instant (state/timekeeping.py).
+        if records or (caught_up and not self.told_caught_up) or now - self.last_emit >= src.idle_emit_s or self.eof:
             self.last_emit = now
             self.awake = None
-            return [(self.key, RawBatch(self.key, records, self.origin, "offset", wall_ms()))]
+            self.told_caught_up = caught_up
+            return [(self.key, RawBatch(self.key, records, self.origin, "offset", wall_ms(), caught_up=caught_up))]
         # Nothing read: poll again soon, without spinning a core.
         self.awake = datetime.now(timezone.utc) + timedelta(seconds=src.idle_poll_s)
         return []

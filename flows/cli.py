@@ -13,7 +13,7 @@ from pathlib import Path
 
 from state.dedup import DEFAULT_HORIZON
 from state.errors import EspressoError
-from state.timeutil import parse_ts
+from state.timeutil import parse_duration, parse_ts
 
 from .runtime import tune_process
 
@@ -27,6 +27,13 @@ def _instant(text: str) -> int:
     return ms
 
 
+def _skew(text: str) -> int:
+    ms = parse_duration(text)
+    if ms is None:
+        raise argparse.ArgumentTypeError(f"not a duration such as 5m, 30s, 1h: {text!r}")
+    return ms
+
+
 def _replay_args(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="process a finite JSONL file of events and write every segment change")
     p.add_argument("events", type=Path, help="JSONL file of contact events")
@@ -36,6 +43,9 @@ def _replay_args(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=Path, help="segment definitions YAML (default: built-in espresso segments)")
     p.add_argument("--dead-letters", type=Path,
                    help="JSONL file for invalid lines with reasons (default: OUT.dead-letters.jsonl)")
+    p.add_argument("--max-clock-skew", type=_skew, default="5m",
+                   help="an event stamped further ahead of --until than this goes to the dead letters as "
+                        "future_ts (default %(default)s)")
     p.add_argument("--shards", type=int, default=1, help="shards (default 1; output order is only stable with 1)")
     p.add_argument("--dedup-horizon", type=int, default=DEFAULT_HORIZON,
                    help=f"event ids remembered to drop redeliveries (default {DEFAULT_HORIZON})")
@@ -55,7 +65,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return 2
     res = replay(args.events, args.until, args.out, args.segments, args.dead_letters, args.shards,
                  dedup_horizon=args.dedup_horizon, progress=False if args.no_progress else None,
-                 campaigns=args.campaigns, parse_ahead=args.parse_ahead)
+                 campaigns=args.campaigns, parse_ahead=args.parse_ahead,
+                 max_clock_skew_ms=args.max_clock_skew)
     print(f"espresso replay: {res.changes} changes -> {res.changes_path}; "
           f"{res.dead_letters} invalid lines -> {res.dead_letters_path}", file=sys.stderr)
     if args.campaigns:

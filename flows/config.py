@@ -10,9 +10,10 @@ from state.intake import Intake
 from state.timeutil import NEVER
 from state.program import Program
 
-__all__ = ["FlowConfig", "REPLAY", "LIVE"]
+__all__ = ["FlowConfig", "REPLAY", "LIVE", "DEFAULT_MAX_CLOCK_SKEW_MS"]
 
 REPLAY, LIVE = "replay", "live"
+DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,13 @@ class FlowConfig:
 
     - `replay`: exact; a contact is evaluated once time moves past its instant, time is
       driven only by event times and runs to `until_ms` at the end of input.
-    - `live`: changes caused by events go out at the end of each batch; the watermark is
-      the partition's latest event time minus `allowed_lateness_ms`, and it keeps
-      advancing with the wall clock while input is idle (like Bytewax's EventClock).
+    - `live`: a contact is evaluated as soon as every event of its instant has been read
+      on its partition; time-driven changes wait for the partition's latest event time
+      minus `allowed_lateness_ms`, which moves on with the wall clock while the partition
+      is caught up (state/timekeeping.py).
+
+    Either way an event stamped more than `max_clock_skew_ms` ahead of the wall clock
+    (replay: of `until_ms`) is a dead letter (`future_ts`) and moves no time.
     """
 
     program: Program
@@ -33,6 +38,7 @@ class FlowConfig:
     shards_per_partition: int = 1
     dedup_horizon: int = DEFAULT_HORIZON
     max_event_bytes: int = 64 * 1024
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     campaigns: Any = None  # state.campaigns Campaigns; the program must include their Keep
     #: Whether state snapshots are kept (recovery on). Bytewax asks every stateful step for
     #: a snapshot at each epoch even when it stores none, and a shard's is a copy of all its
@@ -46,6 +52,8 @@ class FlowConfig:
             raise ValueError(f"allowed lateness must be >= 0 ms: {self.allowed_lateness_ms}")
         if not 1 <= self.shards_per_partition <= 4096:
             raise ValueError(f"shards per partition must be within 1..4096: {self.shards_per_partition}")
+        if self.max_clock_skew_ms < 0:
+            raise ValueError(f"max clock skew must be >= 0 ms: {self.max_clock_skew_ms}")
         if self.dedup_horizon < 1:
             raise ValueError(f"dedup horizon must be >= 1: {self.dedup_horizon}")
 
@@ -53,4 +61,7 @@ class FlowConfig:
         """A partition's intake. Without campaigns, events of types no segment uses are not
         routed to shards (the campaign stage sees every event, so then all are)."""
         wanted = frozenset(self.program.type_masks) if self.campaigns is None else None
-        return Intake(self.shards_per_partition, self.max_event_bytes, frontier, wanted)
+        intake = Intake(self.shards_per_partition, self.max_event_bytes, frontier, wanted)
+        if self.mode == REPLAY and self.until_ms is not None:
+            intake.ts_limit = self.until_ms + self.max_clock_skew_ms  # live: per batch, from the wall clock
+        return intake

@@ -12,6 +12,7 @@ from state.events import Event
 from state.intake import Parsed
 from state.campaigns import CampaignEngine
 from state.shard import Shard
+from state.timekeeping import PartitionClock, PartitionTime, ShardClock
 from state.timeutil import NEVER
 
 from .config import LIVE, FlowConfig
@@ -30,13 +31,14 @@ class RawBatch(NamedTuple):
     arrival_ms: int  # wall clock when the batch was read
     parsed: Parsed | None = None  # already parsed by a helper process (then `records` is empty)
     tick: tuple[int, int] | None = None  # (k, n): end of a finite input, step k of n towards `until`
+    caught_up: bool = False  # nothing more was there to read on the partition at the last fetch
 
 
 class ShardBatch(NamedTuple):
-    """Events for one shard plus its partition's event-time frontier."""
+    """Events for one shard plus what its partition has read (state/timekeeping.py)."""
 
     events: list[Event]
-    frontier: int
+    time: PartitionTime
     arrival_ms: int
 
 
@@ -49,8 +51,11 @@ class IntakeLogic(StatefulBatchLogic):
 
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
         self.intake = cfg.new_intake(NEVER if frontier is None else frontier)
-        self.observer = IntakeObserver() if cfg.mode == LIVE else None
+        self.live = cfg.mode == LIVE
+        self.observer = IntakeObserver() if self.live else None
         self.until = cfg.until_ms
+        self.skew = cfg.max_clock_skew_ms
+        self.clock = PartitionClock()
         self.end_frontier: int | None = None  # event time when the input ended
 
     def _tick(self, k: int, n: int) -> None:
@@ -69,14 +74,17 @@ class IntakeLogic(StatefulBatchLogic):
                 self._tick(*batch.tick)
                 routes, dead = [[] for _ in range(self.intake.shards)], []
             elif batch.parsed is None:
+                if self.live:
+                    # A device clock far ahead must not move time for the whole partition.
+                    self.intake.ts_limit = batch.arrival_ms + self.skew
                 routes, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
             else:
                 routes, dead = self.intake.absorb(batch.parsed)
             out.extend(("dead", d) for d in dead)
-            frontier = self.intake.frontier
+            now = self.clock.observe(self.intake.frontier, batch.caught_up, batch.arrival_ms)
             for sub, events in enumerate(routes):
-                # Every shard of the partition hears the frontier, even with no events.
-                out.append(("route", (f"{batch.partition}.{sub}", ShardBatch(events, frontier, batch.arrival_ms))))
+                # Every shard of the partition hears its time, even with no events.
+                out.append(("route", (f"{batch.partition}.{sub}", ShardBatch(events, now, batch.arrival_ms))))
         if self.observer is not None:
             self.observer.report(self.intake)
         return out, StatefulBatchLogic.RETAIN
@@ -91,51 +99,38 @@ class ShardLogic(StatefulBatchLogic):
     def __init__(self, cfg: FlowConfig, resume: tuple | None) -> None:
         self.cfg = cfg
         self.live = cfg.mode == LIVE
-        campaign_state = None
-        if resume is None:
-            self.shard = Shard(cfg.program, cfg.dedup_horizon)
-            self.frontier, self.arrival_ms = NEVER, 0
-        else:
-            state, self.frontier, self.arrival_ms, *rest = resume
-            if rest:
-                # Resume the idle clock where the snapshot left it: the time the flow was
-                # down is not idle input (its events are still in Kafka), so it must not
-                # advance the watermark before the backlog is read.
-                self.arrival_ms = wall_ms() - max(0, rest[0] - self.arrival_ms)
-            campaign_state = rest[1] if len(rest) > 1 else None
-            self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
+        state = campaign_state = clock_state = None
+        if resume is not None and resume[0] == _SNAPSHOT_V2:
+            _, state, clock_state, campaign_state = resume
+        elif resume is not None:
+            # Before v2: (state, frontier, arrival ms, wall ms[, campaign state]).
+            state, frontier = resume[0], resume[1]
+            clock_state = (frontier, frontier - 1, frontier - cfg.allowed_lateness_ms)
+            campaign_state = resume[4] if len(resume) > 4 else None
+        self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
+        self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
         self.observer = ShardObserver(self.shard) if self.live else None
 
-    def _process(self, events: list, watermark: int, flush: bool) -> list:
-        """Apply, advance to `watermark`, flush if asked: changes, then campaign outputs."""
+    def _process(self, events: list, watermark: int, settled: int | None) -> list:
+        """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""
         if self.engine is not None:
             changes, outputs = self.engine.process(self.shard, events, watermark,
-                                                   now_ms=wall_ms() if self.live else None, flush=flush)
+                                                   now_ms=wall_ms() if self.live else None, settled=settled)
             if self.observer is not None and outputs:
                 self.observer.count_outputs(outputs)
             changes.extend(outputs)
             return changes
         out = self.shard.apply(events) if events else []
-        out.extend(self.shard.advance(watermark))
-        if flush:
-            out.extend(self.shard.flush())
+        out.extend(self.shard.advance(watermark, settled))
         return out
-
-    def watermark(self, now_ms: int | None = None) -> int:
-        if not self.live:
-            return self.frontier
-        if self.frontier == NEVER:
-            return NEVER
-        idle = max(0, (wall_ms() if now_ms is None else now_ms) - self.arrival_ms)
-        return self.frontier - self.cfg.allowed_lateness_ms + idle
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
         out: list[Any] = []
+        clock = self.clock
         for b in values:
-            if b.frontier > self.frontier:
-                self.frontier, self.arrival_ms = b.frontier, b.arrival_ms
-            done = self._process(b.events, self.watermark(), flush=self.live)
+            clock.update(b.time)
+            done = self._process(b.events, clock.watermark(wall_ms()), clock.settled)
             if self.observer is not None and b.events:
                 self.observer.observe_ingest(done, b.arrival_ms)
             out.extend(done)
@@ -143,7 +138,7 @@ class ShardLogic(StatefulBatchLogic):
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list, bool]:
-        out = self._process([], self.watermark(), flush=False)
+        out = self._process([], self.clock.watermark(wall_ms()), self.clock.settled)
         self._report()
         return out, StatefulBatchLogic.RETAIN
 
@@ -151,15 +146,15 @@ class ShardLogic(StatefulBatchLogic):
         if self.live:
             return [], StatefulBatchLogic.RETAIN
         until = self.cfg.until_ms
-        end = max(self.frontier, until if until is not None else NEVER)
-        return self._process([], end + 1, flush=True), StatefulBatchLogic.RETAIN  # `until` included
+        end = max(self.clock.frontier, until if until is not None else NEVER)
+        return self._process([], end + 1, end), StatefulBatchLogic.RETAIN  # `until` included
 
     def _report(self) -> None:
         if self.observer is not None:
-            self.observer.report(self.shard, self.watermark())
+            self.observer.report(self.shard, self.clock.watermark(wall_ms()))
 
     def notify_at(self) -> datetime | None:
-        if not self.live or self.frontier == NEVER:
+        if not self.live:
             return None
         due = self.shard.next_due()
         if self.engine is not None:
@@ -167,15 +162,18 @@ class ShardLogic(StatefulBatchLogic):
             due = other if due is None else (due if other is None else min(due, other))
         if due is None:
             return None
-        # Wall time at which the idle-advancing watermark passes `due`.
-        wall = self.arrival_ms + (due + 1 - (self.frontier - self.cfg.allowed_lateness_ms))
+        wall = self.clock.wake_at(due)
+        if wall is None:
+            return None
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)
 
     def snapshot(self) -> tuple | None:
-        """(state, frontier, arrival wall ms, wall ms of the snapshot[, campaign state]);
-        None when nothing keeps snapshots (`FlowConfig.snapshots`), as nothing resumes."""
+        """(version, shard state, clock state, campaign state or None); None when nothing
+        keeps snapshots (`FlowConfig.snapshots`), as nothing resumes."""
         if not self.cfg.snapshots:
             return None
-        snap = (self.shard.snapshot(), self.frontier, self.arrival_ms, wall_ms())
-        return snap if self.engine is None else snap + (self.engine.snapshot(),)
+        return (_SNAPSHOT_V2, self.shard.snapshot(), self.clock.snapshot(),
+                None if self.engine is None else self.engine.snapshot())
 
+
+_SNAPSHOT_V2 = "shard-v2"

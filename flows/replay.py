@@ -16,7 +16,7 @@ from state.campaigns import load_campaigns
 from state.definitions import load_segments
 from state.program import compile_program
 
-from .config import REPLAY, FlowConfig
+from .config import DEFAULT_MAX_CLOCK_SKEW_MS, REPLAY, FlowConfig
 from .segments import build_flow
 
 __all__ = ["ReplayResult", "replay", "default_dead_letter_path"]
@@ -54,14 +54,16 @@ def default_dead_letter_path(out: Path) -> Path:
 def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None = None,
            dead_letters: Path | None = None, shards: int = 1, batch_lines: int = 2000,
            dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None,
-           campaigns: str | Path | None = None, parse_ahead: bool | None = None) -> ReplayResult:
+           campaigns: str | Path | None = None, parse_ahead: bool | None = None,
+           max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS) -> ReplayResult:
     """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl.
 
     `parse_ahead` (default: when a second core is available) parses in a helper process.
     """
     program, camps = load_program(segments, campaigns)
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
-                     dedup_horizon=dedup_horizon, campaigns=camps, snapshots=False)
+                     dedup_horizon=dedup_horizon, campaigns=camps, snapshots=False,
+                     max_clock_skew_ms=max_clock_skew_ms)
     dead_path = dead_letters or default_dead_letter_path(out)
     counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0}
 

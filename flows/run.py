@@ -25,7 +25,7 @@ from state.dedup import DEFAULT_HORIZON
 from state.errors import EspressoError
 from state.timeutil import format_duration, parse_duration
 
-from .config import LIVE, FlowConfig
+from .config import DEFAULT_MAX_CLOCK_SKEW_MS, LIVE, FlowConfig
 from . import health
 
 __all__ = ["RunConfig", "RunConfigError", "add_run_args", "config_from_args", "build_live_flow", "run",
@@ -53,6 +53,7 @@ class RunConfig:
     messages_topic: str = "retargeting-messages"
     decisions_topic: str = "retargeting-decisions"
     allowed_lateness_ms: int = 60_000
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     shards_per_partition: int = 8
     dedup_horizon: int = DEFAULT_HORIZON
     metrics_port: int | None = 9464
@@ -111,6 +112,7 @@ class RunConfig:
         # tables for its share: 32 bytes per id).
         per_shard = max(1, -(-self.dedup_horizon // self.shards_per_partition))
         return FlowConfig(program, mode=LIVE, allowed_lateness_ms=self.allowed_lateness_ms,
+                          max_clock_skew_ms=self.max_clock_skew_ms,
                           shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard,
                           campaigns=campaigns, snapshots=self.recovery_dir is not None)
 
@@ -172,6 +174,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    default=_env("ESPRESSO_ALLOWED_LATENESS", "60s"),
                    help="how late an event may arrive and still count before time-driven changes it would "
                         "prevent are emitted [env ESPRESSO_ALLOWED_LATENESS] (default %(default)s)")
+    s.add_argument("--max-clock-skew", type=_duration("--max-clock-skew", "ESPRESSO_MAX_CLOCK_SKEW"),
+                   default=_env("ESPRESSO_MAX_CLOCK_SKEW", "5m"),
+                   help="an event stamped further ahead of the wall clock than this (a device with a wrong "
+                        "clock) goes to the dead letters as future_ts and moves no time "
+                        "[env ESPRESSO_MAX_CLOCK_SKEW] (default %(default)s)")
     s.add_argument("--shards-per-partition", type=int, default=int(_env("ESPRESSO_SHARDS_PER_PARTITION", 8)),
                    help="state shards per input partition: the unit of parallelism after intake "
                         "[env ESPRESSO_SHARDS_PER_PARTITION] (default %(default)s)")
@@ -240,6 +247,9 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     lateness = args.allowed_lateness
     if isinstance(lateness, str):  # default from the environment, not parsed by argparse
         lateness = _duration("--allowed-lateness", "ESPRESSO_ALLOWED_LATENESS")(lateness)
+    skew = args.max_clock_skew
+    if isinstance(skew, str):
+        skew = _duration("--max-clock-skew", "ESPRESSO_MAX_CLOCK_SKEW")(skew)
     epoch = args.epoch_interval
     if isinstance(epoch, str):
         epoch = _duration("--epoch-interval", "ESPRESSO_EPOCH_INTERVAL")(epoch)
@@ -252,6 +262,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     return RunConfig(
         kafka=kafka, input_topic=args.input_topic, output_topic=args.output_topic, dlq_topic=args.dlq_topic,
         segments=Path(args.segments) if args.segments else None, allowed_lateness_ms=lateness,
+        max_clock_skew_ms=skew,
         campaigns=args.campaigns or None, messages_topic=args.messages_topic,
         decisions_topic=args.decisions_topic,
         shards_per_partition=args.shards_per_partition, dedup_horizon=args.dedup_horizon,
@@ -342,10 +353,11 @@ def run(rc: RunConfig) -> int:
                 f"--metrics-port {rc.metrics_port} (ESPRESSO_METRICS_PORT): cannot listen: {exc.strerror}; "
                 "pick another port or -1 to disable") from None
     flow = build_live_flow(rc, cfg)
-    log.info("espresso run: %s[%d partitions] -> %s, dead letters -> %s; %s; allowed lateness %s; "
+    log.info("espresso run: %s[%d partitions] -> %s, dead letters -> %s; %s; allowed lateness %s; max clock skew %s; "
              "%d shards/partition; %d worker(s)%s; recovery %s",
              rc.input_topic, topics[rc.input_topic], rc.output_topic, rc.dlq_topic, rc.kafka,
-             format_duration(rc.allowed_lateness_ms), rc.shards_per_partition, rc.workers,
+             format_duration(rc.allowed_lateness_ms), format_duration(rc.max_clock_skew_ms),
+             rc.shards_per_partition, rc.workers,
              "" if rc.single_process else f", process {rc.process_id} of {len(rc.addresses or [])}",
              rc.recovery_dir or "off")
     if threading_is_main():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Iterable
 
+from state.events import REASONS
+
 __all__ = [
     "OTHER", "EVENT_TYPES", "INVALID_REASONS", "DIRECTIONS", "OUTCOMES", "CHANNELS", "KAFKA_OPS",
     "BoundedLabel",
@@ -26,10 +28,7 @@ EVENT_TYPES = (
     "checkout_started", "consent_changed", "profile_updated",
 )
 #: Dead-letter reason codes (docs/interfaces.md).
-INVALID_REASONS = (
-    "not_json", "not_object", "too_large", "missing_field", "bad_field", "bad_ts",
-    "bad_properties", "bad_consent",
-)
+INVALID_REASONS = REASONS
 DIRECTIONS = ("enter", "exit")
 #: Decision outcomes of the retargeting sender (docs/interfaces.md).
 OUTCOMES = (

@@ -23,10 +23,13 @@ DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 CONSENT_CHANNELS = ("email", "sms", "push")
 CONSENT_STATUSES = ("subscribed", "unsubscribed")
 
+#: Dead-letter reason of a valid event stamped further ahead of the clock than the allowed
+#: skew (decided by the intake, which knows the clock).
+FUTURE_TS = "future_ts"
 #: Stable reason codes of dead letters (also metric label values).
 REASONS = (
     "not_json", "not_object", "too_large", "missing_field", "bad_field", "bad_ts",
-    "bad_properties", "bad_consent",
+    "bad_properties", "bad_consent", FUTURE_TS,
 )
 
 _EMPTY: dict = {}

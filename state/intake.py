@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import xxhash
 
-from .events import DEFAULT_MAX_EVENT_BYTES, Event, Invalid, parse_event
-from .timeutil import NEVER
+from .events import DEFAULT_MAX_EVENT_BYTES, FUTURE_TS, Event, Invalid, parse_event
+from .timeutil import MAX_TS, NEVER, format_ms
 
 __all__ = ["Intake", "Parsed", "DeadLetter", "shard_of"]
 
@@ -65,6 +65,9 @@ class Intake:
             raise ValueError(f"shards per partition must be >= 1: {shards}")
         self.shards, self.max_event_bytes, self.frontier = shards, max_event_bytes, frontier
         self.wanted = wanted
+        #: Latest acceptable event time: an event stamped later (a device clock far ahead)
+        #: is a dead letter `future_ts` and never moves the frontier. Set per batch (live) or once.
+        self.ts_limit = MAX_TS
         self.invalid: dict[str, int] = {}
         self.consumed: dict[str, int] = {}  # valid events by type
         self.ignored = 0  # valid events of types no shard uses
@@ -75,16 +78,22 @@ class Intake:
         routes: list[list[Event]] = [[] for _ in range(self.shards)]
         dead: list[DeadLetter] = []
         frontier, shards, limit, consumed = self.frontier, self.shards, self.max_event_bytes, self.consumed
-        wanted, ignored = self.wanted, 0
+        wanted, ignored, ts_limit = self.wanted, 0, self.ts_limit
         for raw, position in records:
             ev = parse_event(raw, limit)
             if type(ev) is Invalid:
                 dead.append(DeadLetter(ev.reason, ev.detail, {**origin, position_key: position}, bytes(raw)))
                 self.invalid[ev.reason] = self.invalid.get(ev.reason, 0) + 1
                 continue
-            consumed[ev.type] = consumed.get(ev.type, 0) + 1
             if ev.ts > frontier:
+                if ev.ts > ts_limit:
+                    dead.append(DeadLetter(FUTURE_TS, f"ts {format_ms(ev.ts)} is further ahead of the clock than "
+                                           f"the allowed skew (latest accepted: {format_ms(ts_limit)})",
+                                           {**origin, position_key: position}, bytes(raw)))
+                    self.invalid[FUTURE_TS] = self.invalid.get(FUTURE_TS, 0) + 1
+                    continue
                 frontier = ev.ts
+            consumed[ev.type] = consumed.get(ev.type, 0) + 1
             if wanted is not None and ev.type not in wanted:
                 ignored += 1
                 continue
@@ -96,7 +105,7 @@ class Intake:
     def parse(self, records: list[tuple[bytes, int]], origin: dict, position_key: str = "offset") -> Parsed:
         """`process` for a helper process: the batch alone, counts not kept here."""
         self.frontier, self.invalid, self.consumed, self.ignored = NEVER, {}, {}, 0
-        routes, dead = self.process(records, origin, position_key)
+        routes, dead = self.process(records, origin, position_key)  # same `ts_limit` in both processes
         return Parsed([[tuple(e) for e in r] for r in routes], dead, self.frontier, self.consumed, self.invalid,
                       self.ignored)
 

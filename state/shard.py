@@ -6,8 +6,8 @@ snapshot is a handful of arrays.
 
 Time rules (docs/segments.md):
 - a contact's events with the same millisecond are all applied before it is evaluated at
-  that instant, so an evaluation waits until time moves past it (`advance`) or the caller
-  asks for it (`flush`, used by the live flow for latency);
+  that instant, so an evaluation waits until every event of that instant has been read
+  (`advance`: time moved past it, or the input says it is settled);
 - before an event at `ts` is applied, the contact's time-driven changes due before `ts`
   are emitted, so they come out at their exact instant whatever the batching;
 - a shard-wide heap fires time-driven changes of idle contacts once the watermark passes;
@@ -238,16 +238,22 @@ class Shard:
         stats.late += late_count
         return out
 
-    def advance(self, watermark: int) -> list[Change]:
-        """Everything strictly before `watermark` is final: evaluate it and fire due timers."""
+    def advance(self, watermark: int, settled: int | None = None) -> list[Change]:
+        """Everything strictly before `watermark` is final: evaluate it and fire due timers.
+
+        `settled` (live flow): every event at or before it has been read, so contacts whose
+        events are that old are evaluated now, while timers wait for `watermark` (which
+        trails by the allowed lateness). Never splits the events of one instant.
+        """
         out: list[Change] = []
         bits_col, clock_col, settle, emit = self.I[BITS], self.I[CLOCK], self._settle, self._emit
         if self.pending:
+            final = watermark if settled is None or settled < watermark else settled + 1
             due, self.pending = self.pending, {}
             keep = self.pending
             for row, p in due.items():
                 t = clock_col[row]
-                if t >= watermark:
+                if t >= final:
                     keep[row] = p
                     continue
                 old = bits_col[row]
@@ -269,7 +275,7 @@ class Shard:
         return out
 
     def flush(self) -> list[Change]:
-        """Evaluate every contact touched so far now (live flow: latency over same-ms batching)."""
+        """Evaluate every contact touched so far now (end of input, tests)."""
         out: list[Change] = []
         clock_col = self.I[CLOCK]
         for row, p in self.pending.items():
