@@ -85,7 +85,7 @@ def test_prometheusrule_structure(deployment):
                 assert r["labels"]["severity"] in SEVERITIES, r["alert"]
                 for key in ("summary", "description", "runbook_url"):
                     assert str(r["annotations"].get(key, "")).strip(), f"{r['alert']}: no {key}"
-    assert len(alerts) == len(set(alerts)) == 5
+    assert len(alerts) == len(set(alerts)) == 6
 
 
 @pytest.mark.integration
