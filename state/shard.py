@@ -274,6 +274,29 @@ class Shard:
                     emit(row, t, time_cause, old, new, out)
         return out
 
+    def advance_contact(self, contact_id: str, x: int) -> list[Change]:
+        """One contact's `advance(x)`: its pending evaluation and its timers before `x`.
+
+        What `apply` does before a newer event of the contact, for a caller that must act
+        on the contact's state just before `x` (the campaign engine, before a consent event)
+        while other contacts' timers still wait for the watermark.
+        """
+        out: list[Change] = []
+        row = self.index.get(contact_id)
+        if row is None:
+            return out
+        clock_col, sched_col = self.I[CLOCK], self.I[SCHED]
+        p = self.pending.get(row)
+        if p is not None and clock_col[row] < x:
+            del self.pending[row]
+            self._evaluate(row, clock_col[row], p, out)
+        t = sched_col[row]
+        while t < x and row not in self.pending:
+            clock_col[row] = t
+            self._evaluate(row, t, self._time_cause, out)
+            t = sched_col[row]
+        return out
+
     def flush(self) -> list[Change]:
         """Evaluate every contact touched so far now (end of input, tests)."""
         out: list[Change] = []

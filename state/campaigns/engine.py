@@ -209,8 +209,9 @@ class CampaignEngine:
         out: list[Output] = []
         start = 0
         types = self._state_types
+        live = now_ms is not None
         if types and events:
-            floors = self._floors(events, shard, live=now_ms is not None)
+            floors = self._floors(events, shard, live=live)
             touched: set[str] = set()  # contacts with events in events[start:i]
             for i, ev in enumerate(events):
                 etype = ev[2]
@@ -226,6 +227,17 @@ class CampaignEngine:
                     out.extend(self.advance(x, shard, now_ms))
                     self.settled = x
                     touched.clear()
+                if live and ev[3] > x and self._at_risk(ev[1], ev[3], shard, touched):
+                    # The watermark trails by the allowed lateness, but this contact's own
+                    # decisions before its event must read its state before the event, as in
+                    # replay: catch this contact up alone (its events are in order).
+                    if i > start:
+                        self._take(shard.apply(events[start:i]), shard, now_ms, changes, out)
+                        start = i
+                    self._take(shard.advance_contact(ev[1], ev[3]), shard, now_ms, changes, out)
+                    memo = self.memos.get(ev[1])
+                    if memo is not None and memo.pending:
+                        self._catch_up(ev[1], ev[3], memo, shard.row_of(ev[1]), shard, now_ms, out)
                 touched.add(ev[1])
                 if etype == CONSENT_TYPE and ev[3] >= self.settled:
                     props = ev[4]

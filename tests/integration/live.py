@@ -273,3 +273,24 @@ def write_segments(tmp: Path, text: str) -> Path:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def replay_outputs(tmp: Path, events: list[dict | bytes], until_ms: int, segments: Path | None = None,
+                   campaigns: str | Path | None = None, **kwargs) -> dict[str, list[dict]]:
+    """`espresso replay` of `events` (one file, in the given order): every output it writes,
+    as lists of records under "changes", "dead" and, with `campaigns`, "messages" and "decisions"."""
+    from flows.replay import replay
+
+    src = tmp / f"replay-{time.monotonic_ns()}.jsonl"
+    src.write_bytes(b"".join((e if isinstance(e, bytes) else orjson.dumps(e)) + b"\n" for e in events))
+    out = src.with_suffix(".changes.jsonl")
+    res = replay(src, until_ms, out, segments, progress=False, campaigns=campaigns, **kwargs)
+
+    def read(path: Path) -> list[dict]:
+        return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+    outputs = {"changes": read(res.changes_path), "dead": read(res.dead_letters_path)}
+    if campaigns is not None:
+        for kind in ("messages", "decisions"):
+            outputs[kind] = read(out.with_name(f"{out.stem}.{kind}{out.suffix}"))
+    return outputs
