@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hops", type=int, default=2, choices=(1, 2))
     ap.add_argument("--forward-every", type=int, default=1, help="the relay forwards one message in N")
     args = ap.parse_args(argv)
-    from flows.demo import EmbeddedBroker
+    from connectors.embedded_broker import EmbeddedBroker
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     broker = None

@@ -7,7 +7,7 @@
     KAFKA_BOOTSTRAP_SERVERS=host:9092 python bench/e2e_bench.py   # an existing Kafka
 
 What runs, each in its own process, all on loopback:
-- the broker: tansu (`flows.demo.EmbeddedBroker`, memory storage) unless KAFKA_BOOTSTRAP_SERVERS
+- the broker: tansu (`connectors.embedded_broker.EmbeddedBroker`, memory storage) unless KAFKA_BOOTSTRAP_SERVERS
   is set; fresh topics for every run (`--partitions` for the events and messages topics);
 - redis-server on a free port (idempotency keys of `espresso deliver`);
 - a minimal HTTP/1.1 keep-alive webhook provider (the one of bench/delivery_bench.py) that
@@ -221,7 +221,7 @@ class Bench:
         camps = self.workdir / "campaigns.yaml"
         camps.write_text(CAMPAIGNS)
         self.metrics_port = _free_port()
-        run = [sys.executable, "-m", "flows.cli", "run", "--bootstrap-servers", self.bootstrap,
+        run = [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", self.bootstrap,
                "--input-topic", self.topics["events"], "--output-topic", self.topics["changes"],
                "--dlq-topic", self.topics["dlq"], "--campaigns", str(camps),
                "--messages-topic", self.topics["messages"], "--decisions-topic", self.topics["decisions"],
@@ -229,7 +229,7 @@ class Bench:
         if a.recovery:
             run += ["--recovery-dir", str(self.workdir / "recovery"), "--epoch-interval", a.epoch_interval]
         run += a.espresso_args.split()
-        deliver = [*(a.deliver_cmd.split() or [sys.executable, "-m", "flows.cli", "deliver"]),
+        deliver = [*(a.deliver_cmd.split() or [sys.executable, "-m", "commands.cli", "deliver"]),
                    "--bootstrap-servers", self.bootstrap, "--redis-url", redis_url, "--messages-topic", self.topics["messages"],
                    "--decisions-topic", self.topics["delivered"], "--dlq-topic", self.topics["delivery-dlq"],
                    "--group", f"e2e-deliver-{uuid.uuid4().hex[:6]}", "--metrics-port", "-1",
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epoch-interval", default="5s", help="with --recovery: `--epoch-interval` (default 5s)")
     ap.add_argument("--espresso-args", default="", help="extra arguments of `espresso run` (one string)")
     ap.add_argument("--deliver-args", default="", help="extra arguments of `espresso deliver` (one string)")
-    ap.add_argument("--deliver-cmd", default="", help="command instead of `python -m flows.cli deliver` "
+    ap.add_argument("--deliver-cmd", default="", help="command instead of `python -m commands.cli deliver` "
                     "(e.g. a modified copy, for experiments)")
     ap.add_argument("--skip-probe", action="store_true", help="no broker-alone probes")
     ap.add_argument("--skip-latency", action="store_true")
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         args.consumer_settings = join_settings("fetch.wait.max.ms=20", args.consumer_settings)
 
     from bench.common import machine_info
-    from flows.demo import EmbeddedBroker
+    from connectors.embedded_broker import EmbeddedBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()

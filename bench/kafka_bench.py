@@ -4,7 +4,7 @@
     python bench/kafka_bench.py --quick          # 30k events, workers 1, 10k/s for 8 s
     KAFKA_BOOTSTRAP_SERVERS=host:9092 python bench/kafka_bench.py   # an existing Kafka
 
-Broker: the embedded tansu broker (`flows.demo.EmbeddedBroker`, memory storage) unless
+Broker: the embedded tansu broker (`connectors.embedded_broker.EmbeddedBroker`, memory storage) unless
 KAFKA_BOOTSTRAP_SERVERS is set; the latency part gets a fresh embedded broker, because
 tansu's in-memory log slows down as it grows. Every run uses fresh topics.
 
@@ -114,7 +114,7 @@ def read_values(bootstrap: str, topic: str) -> list[bytes]:
 
 
 def espresso_cmd(bootstrap: str, topics: tuple[str, str, str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "run", "--bootstrap-servers", bootstrap, "--input-topic", topics[0],
+    return [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", bootstrap, "--input-topic", topics[0],
             "--output-topic", topics[1], "--dlq-topic", topics[2], *extra]
 
 
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.contacts, args.workers, args.latency_seconds = 30_000, 3000, [1], 8
 
     from bench.common import machine_info
-    from flows.demo import EmbeddedBroker
+    from connectors.embedded_broker import EmbeddedBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()

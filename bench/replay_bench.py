@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", help="ISO instant passed to --until (default: end of the stream + 72 h)")
     p.add_argument("--espresso-cmd", default=None,
                    help="command that runs espresso, e.g. '.venv/bin/espresso' "
-                        f"(default: '{sys.executable} -m flows.cli')")
+                        f"(default: '{sys.executable} -m commands.cli')")
     p.add_argument("--espresso-args", default="", help="extra arguments appended to `espresso replay ...`")
     p.add_argument("--baseline-args", default="", help="extra arguments for bench/baseline_flow.py")
     p.add_argument("--skip-baseline", action="store_true")
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny_until = a.until or tiny_meta["until"]
     warm_cache(events)
 
-    espresso_base = shlex.split(a.espresso_cmd) if a.espresso_cmd else [sys.executable, "-m", "flows.cli"]
+    espresso_base = shlex.split(a.espresso_cmd) if a.espresso_cmd else [sys.executable, "-m", "commands.cli"]
     systems = []
     if not a.skip_espresso:
         systems.append(("espresso", lambda ev, u, out: [*espresso_base, "replay", str(ev), "--until", u,

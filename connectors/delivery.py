@@ -8,11 +8,12 @@ errors raise, as `DeliveryConfigError`.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from state.errors import ConfigError
 
 __all__ = [
     "OUTCOMES",
@@ -29,7 +30,7 @@ OUTCOMES = ("sent", "skipped_consent", "skipped_duplicate", "skipped_stale", "ca
             "deferred", "cancelled", "failed")
 
 
-class DeliveryConfigError(ValueError):
+class DeliveryConfigError(ConfigError):
     """A delivery setting is missing or wrong; raised at start-up, never per message."""
 
 
@@ -111,7 +112,7 @@ def secret_from_env(var: str | None, what: str, environ: Mapping[str, str] | Non
     """
     if var is None:
         return None
-    env = os.environ if environ is None else environ
+    env = {} if environ is None else environ  # the caller (commands/) reads the environment
     value = env.get(var)
     if not value:
         raise DeliveryConfigError(f"{what}: environment variable {var} is not set or empty")

@@ -10,10 +10,11 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.logic import RawBatch, wall_ms
+from state.timeutil import wall_ms
 
 from state.intake import Intake
 
+from .batch import RawBatch
 from .lines import line_batches
 from .parse_ahead import ParseAhead
 

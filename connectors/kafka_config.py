@@ -6,11 +6,10 @@ verbatim to librdkafka; secrets never appear in `repr()` or logs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from state.errors import EspressoError
+from state.errors import ConfigError
 
 __all__ = ["KafkaConfig", "KafkaConfigError", "SECURITY_ENV", "security_from_env", "masked", "parse_settings",
            "PRODUCER_ENV", "CONSUMER_ENV"]
@@ -30,13 +29,13 @@ _SECRET_WORDS = ("password", "secret", "key.pem", "token")
 PRODUCER_ENV, CONSUMER_ENV = "KAFKA_PRODUCER_SETTINGS", "KAFKA_CONSUMER_SETTINGS"
 
 
-class KafkaConfigError(EspressoError):
+class KafkaConfigError(ConfigError):
     """Kafka settings that cannot work; the message names the flag/variable and the fix."""
 
 
 def security_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """librdkafka security settings from the `KAFKA_*` variables that are set and non-empty."""
-    env = os.environ if environ is None else environ
+    env = {} if environ is None else environ  # the caller (commands/) reads the environment
     return {setting: env[var] for var, setting in SECURITY_ENV.items() if env.get(var)}
 
 
@@ -85,7 +84,7 @@ class KafkaConfig:
     @classmethod
     def from_env(cls, bootstrap_servers: str | None = None, environ: Mapping[str, str] | None = None,
                  **kw: Any) -> "KafkaConfig":
-        env = os.environ if environ is None else environ
+        env = {} if environ is None else environ  # the caller (commands/) reads the environment
         servers = bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS", "")
         kw.setdefault("producer_settings", parse_settings(env.get(PRODUCER_ENV, ""), PRODUCER_ENV))
         kw.setdefault("consumer_settings", parse_settings(env.get(CONSUMER_ENV, ""), CONSUMER_ENV))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ _ENV_SETTINGS = {
 
 def kafka_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """librdkafka security settings from the `KAFKA_*` variables of docs/interfaces.md."""
-    env = os.environ if environ is None else environ
+    env = {} if environ is None else environ  # the caller (commands/) reads the environment
     return {setting: env[var] for var, setting in _ENV_SETTINGS.items() if env.get(var)}
 
 

@@ -36,7 +36,7 @@ import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from flows import health
+from metrics.registry import EspressoMetrics, get_metrics
 from state.timeutil import format_ms
 
 from .kafka_config import KafkaConfig
@@ -61,8 +61,9 @@ class SharedProducer:
     _lock = threading.Lock()
     _all: dict[tuple, "SharedProducer"] = {}
 
-    def __init__(self, conf: dict) -> None:
+    def __init__(self, conf: dict, metrics: EspressoMetrics | None = None) -> None:
         self.producer = Producer({**conf, "error_cb": self._on_client_error})
+        self.metrics = metrics or get_metrics()
         self.refs = 0
         self.delivered = 0
         self.failed = 0
@@ -109,7 +110,7 @@ class SharedProducer:
                 return
             self.failed += 1
             self.last_failure = f"{topic}: {err.str()}"
-            health.count_delivery_failure(topic, err.name())
+            self.metrics.on_kafka_error(topic, "produce", err.name())
             log.error("kafka delivery to %s failed: %s", topic, err.str())
         return report
 
@@ -134,7 +135,7 @@ class SharedProducer:
                 # Local queue full: serve delivery reports until there is room (backpressure).
                 p.poll(0.05)
             except KafkaException as exc:
-                health.count_delivery_failure(topic, exc.args[0].name())
+                self.metrics.on_kafka_error(topic, "produce", exc.args[0].name())
                 log.error("kafka produce to %s failed: %s", topic, exc.args[0].str())
                 return
 
@@ -201,8 +202,17 @@ class _Part(StatefulSinkPartition):
 class _KafkaSink(FixedPartitionedSink):
     """Items are `(key, record)`: the key picks the sink partition (kept per contact)."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, parts: int = SINK_PARTS, flush_on_snapshot: bool = True) -> None:
+    def __init__(self, cfg: KafkaConfig, topic: str, parts: int = SINK_PARTS, flush_on_snapshot: bool = True,
+                 metrics: EspressoMetrics | None = None) -> None:
         self.cfg, self.topic, self.parts, self.flush_on_snapshot = cfg, topic, parts, flush_on_snapshot
+        self._metrics = metrics
+
+    @property
+    def metrics(self) -> EspressoMetrics:
+        """What this sink writes is recorded here (the process's metrics by default)."""
+        if self._metrics is None:
+            self._metrics = get_metrics()
+        return self._metrics
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.parts)]
@@ -233,7 +243,9 @@ class KafkaChangeSink(_KafkaSink):
         topic = self.topic
         for ch in values:
             sp.produce(topic, encode_change(ch, now), ch.contact_id.encode(), None, report)
-        health.count_changes(topic, values)
+        m = self.metrics
+        m.on_changes(values)  # a flow writing to this sink does not record its changes itself
+        m.on_produced(topic, len(values))
 
 
 class KafkaDeadLetterSink(_KafkaSink):
@@ -249,7 +261,10 @@ class KafkaDeadLetterSink(_KafkaSink):
         for d in values:
             value, headers = encode_dead_letter(d)
             sp.produce(topic, value, None, headers, report)
-        health.count_dead_letters(topic, values)
+        m = self.metrics
+        for d in values:
+            m.on_invalid(d.reason)
+        m.on_produced(topic, len(values))
 
 
 class KafkaRecordSink(_KafkaSink):
@@ -263,3 +278,4 @@ class KafkaRecordSink(_KafkaSink):
         topic = self.topic
         for item in values:
             sp.produce(topic, orjson.dumps(item.record()), item.contact_id.encode(), None, report)
+        self.metrics.on_produced(topic, len(values))

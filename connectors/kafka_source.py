@@ -28,9 +28,11 @@ from typing import Callable
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from flows import health
-from flows.logic import RawBatch, wall_ms
+from metrics.health import HEALTH
+from metrics.registry import EspressoMetrics, get_metrics
+from state.timeutil import wall_ms
 
+from .batch import RawBatch
 from .kafka_config import KafkaConfig
 from .topics import partitions_of
 
@@ -61,7 +63,7 @@ class _WorkerConsumer:
         self.limit = 4 * src.batch_size
 
     def _on_client_error(self, err: KafkaError) -> None:
-        health.count_source_error(self.topic, -1, err.name())
+        self.src.metrics.on_kafka_error(self.topic, "consume", err.name())
         log.warning("kafka consumer %s: %s", self.topic, err.str())
 
     def _know_leaders(self) -> None:
@@ -130,7 +132,7 @@ class _WorkerConsumer:
                 if self.src.stop_at_end and part in buffers:
                     self.eof.add(part)
             else:
-                health.count_source_error(self.topic, -1 if part is None else part, err.name())
+                self.src.metrics.on_kafka_error(self.topic, "consume", err.name())
                 log.warning("kafka %s[%s]: %s", self.topic, part, err.str())
         for part, buf in buffers.items():
             if len(buf) > self.limit and part not in self.paused:
@@ -155,12 +157,12 @@ class _KafkaPartition(StatefulSourcePartition):
         self.last_emit = 0.0
         self.last_lag = 0.0
         self.awake: datetime | None = None
-        health.HEALTH.partition_built(self.topic, partition)
+        HEALTH.partition_built(self.topic, partition)
         log.info("reading %s[%d] from %s", self.topic, partition,
                  "the beginning" if resume_offset is None else f"offset {resume_offset}")
 
     def next_batch(self) -> list:
-        if self.eof or health.HEALTH.stopping:
+        if self.eof or HEALTH.stopping:
             raise StopIteration()
         src, shared = self.src, self.shared
         msgs, caught_up = shared.take(self.partition, self.next_offset)
@@ -171,10 +173,10 @@ class _KafkaPartition(StatefulSourcePartition):
             self.next_offset = records[-1][1] + 1
         elif self.partition in shared.eof:
             self.eof = True
-        health.HEALTH.beat()
+        HEALTH.beat()
         if self.first:
             self.first = False
-            health.HEALTH.partition_polled(self.topic, self.partition)
+            HEALTH.partition_polled(self.topic, self.partition)
         if now - self.last_lag >= 1.0:
             self.last_lag = now
             self._report_lag()
@@ -199,7 +201,7 @@ class _KafkaPartition(StatefulSourcePartition):
             return
         if high is None or high < 0 or self.next_offset < 0:
             return
-        health.set_consumer_lag(self.topic, self.partition, max(0, high - self.next_offset))
+        self.src.metrics.set_consumer_lag(self.topic, self.partition, max(0, high - self.next_offset))
 
     def snapshot(self) -> int | None:
         return None if self.next_offset < 0 else self.next_offset
@@ -221,13 +223,22 @@ class KafkaEventSource(FixedPartitionedSource):
 
     def __init__(self, cfg: KafkaConfig, topic: str, group_id: str = "espresso", batch_size: int = 5000,
                  poll_timeout_s: float = 0.0, idle_poll_s: float = 0.002, idle_emit_s: float = 1.0,
-                 stop_at_end: bool = False, partitions: Callable[[], list[int]] | None = None) -> None:
+                 stop_at_end: bool = False, partitions: Callable[[], list[int]] | None = None,
+                 metrics: EspressoMetrics | None = None) -> None:
         self.cfg, self.topic, self.group_id = cfg, topic, group_id
+        self._metrics = metrics
         self.batch_size, self.poll_timeout_s = batch_size, poll_timeout_s
         self.idle_poll_s, self.idle_emit_s, self.stop_at_end = idle_poll_s, idle_emit_s, stop_at_end
         self._partitions = partitions
         self._consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
         self._lock = threading.Lock()
+
+    @property
+    def metrics(self) -> EspressoMetrics:
+        """Consumer errors and lag are recorded here (the process's metrics by default)."""
+        if self._metrics is None:
+            self._metrics = get_metrics()
+        return self._metrics
 
     def worker_consumer(self) -> _WorkerConsumer:
         """The consumer of the calling worker thread (Bytewax runs a worker on one thread)."""
@@ -245,6 +256,7 @@ class KafkaEventSource(FixedPartitionedSource):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_consumers"], state["_lock"] = {}, None  # live clients stay in their process
+        state["_metrics"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -253,7 +265,7 @@ class KafkaEventSource(FixedPartitionedSource):
 
     def list_parts(self) -> list[str]:
         parts = self._partitions() if self._partitions else partitions_of(self.cfg, self.topic)
-        health.HEALTH.source_listed()
+        HEALTH.source_listed()
         return [str(p) for p in parts]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:

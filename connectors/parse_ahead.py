@@ -77,7 +77,8 @@ class ParseAhead:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT,
             bufsize=0)  # unbuffered: `select` on the pipe must see every byte not yet read
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(pickle.dumps({"path": str(path), "start_line": start_line,
+        # The helper runs in the project directory: a relative path would name another file.
+        self._proc.stdin.write(pickle.dumps({"path": str(Path(path).absolute()), "start_line": start_line,
                                              "batch_lines": batch_lines, "intake": intake}))
         self._proc.stdin.close()
         self._out = self._proc.stdout
@@ -123,7 +124,7 @@ class ParseAhead:
 
 def main() -> None:
     """The helper's entry point: its settings arrive pickled on stdin, batches leave on stdout."""
-    from flows.runtime import tune_process
+    from .runtime import tune_process
 
     tune_process()
     _helper(pickle.load(sys.stdin.buffer), sys.stdout.buffer)

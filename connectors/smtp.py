@@ -16,7 +16,6 @@ Reason codes: `smtp_<code>`, `smtp_auth`, `timeout`, `connection_error`, `circui
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import ssl
 from collections.abc import Mapping
@@ -78,7 +77,7 @@ class SmtpConfig:
         """From `ESPRESSO_SMTP_HOST` (required), `_PORT` (587), `_FROM` (required), `_FROM_NAME`,
         `_TLS` (`starttls` default, `implicit` or `none`), `_CA_FILE`; credentials are read
         from `ESPRESSO_SMTP_USER` / `ESPRESSO_SMTP_PASSWORD` when both are set."""
-        env = os.environ if environ is None else environ
+        env = {} if environ is None else environ  # the caller (commands/) reads the environment
         tls = env.get("ESPRESSO_SMTP_TLS", "starttls")
         if tls not in ("starttls", "implicit", "none"):
             raise DeliveryConfigError(f'ESPRESSO_SMTP_TLS must be "starttls", "implicit" or "none": {tls!r}')

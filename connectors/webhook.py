@@ -16,7 +16,6 @@ Reason codes: `http_<status>`, `timeout`, `connection_error`, `circuit_open`, `b
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ class WebhookConfig:
         `ESPRESSO_WEBHOOK_MAX_ATTEMPTS`; the auth header value is read from
         `ESPRESSO_WEBHOOK_AUTH` when that variable is set (header `ESPRESSO_WEBHOOK_AUTH_HEADER`,
         default `Authorization`)."""
-        env = os.environ if environ is None else environ
+        env = {} if environ is None else environ  # the caller (commands/) reads the environment
         url = env.get("ESPRESSO_WEBHOOK_URL", "")
         if not url:
             raise DeliveryConfigError("webhook: environment variable ESPRESSO_WEBHOOK_URL is not set")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from state.campaigns import load_campaigns
 from state.dedup import DEFAULT_HORIZON
+from state.definitions import load_segments
 from state.intake import Intake
 from state.timeutil import NEVER
-from state.program import Program
+from state.program import Program, compile_program
 
-__all__ = ["FlowConfig", "REPLAY", "LIVE", "DEFAULT_MAX_CLOCK_SKEW_MS"]
+__all__ = ["FlowConfig", "REPLAY", "LIVE", "DEFAULT_MAX_CLOCK_SKEW_MS", "load_program"]
 
 REPLAY, LIVE = "replay", "live"
 DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
@@ -65,3 +68,12 @@ class FlowConfig:
         if self.mode == REPLAY and self.until_ms is not None:
             intake.ts_limit = self.until_ms + self.max_clock_skew_ms  # live: per batch, from the wall clock
         return intake
+
+
+def load_program(segments: Path | None, campaigns: str | Path | None):
+    """The compiled segments and, if asked, the campaigns (`builtin` or a file) they feed."""
+    segs = load_segments(segments)
+    if campaigns is None:
+        return compile_program(segs), None
+    camps = load_campaigns(None if str(campaigns) == "builtin" else campaigns, segs)
+    return compile_program(list(camps.segments), camps.required_keep()), camps

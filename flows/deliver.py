@@ -10,18 +10,14 @@ acknowledged by Kafka. A crash re-reads at most the uncommitted batch; the Redis
 idempotency keys make the re-read messages `skipped_duplicate` instead of a second send
 (docs/delivery.md, "Exactly once").
 
-Channels come from the environment: `ESPRESSO_WEBHOOK_URL` (webhook for sms, push and email)
-and `ESPRESSO_SMTP_HOST` (SMTP for email, taking precedence over the webhook for email).
+Channels are built by the caller (commands/deliver.py, from `ESPRESSO_WEBHOOK_URL` and
+`ESPRESSO_SMTP_HOST`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import signal
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +25,14 @@ from typing import Any
 import orjson
 
 from connectors.consume import next_batch
-from state.errors import EspressoError
-from state.timeutil import parse_duration
+from state.errors import ConfigError, RuntimeFailure
 
-__all__ = ["DeliverConfig", "DeliverConfigError", "add_deliver_args", "build_channels", "cmd_deliver",
-           "config_from_args", "deliver", "next_batch"]
+__all__ = ["DeliverConfig", "DeliverConfigError", "DeliverStats", "deliver", "next_batch", "request_stop"]
 
 log = logging.getLogger("espresso.deliver")
 
 
-class DeliverConfigError(EspressoError):
+class DeliverConfigError(ConfigError):
     """A setting of `espresso deliver` that cannot work; names the flag, the variable and the fix."""
 
 
@@ -69,98 +63,17 @@ class DeliverConfig:
                 f"{self.messages_topic!r}, {self.decisions_topic!r}, {self.dlq_topic!r}")
 
 
-def _env(name: str, default: Any = None) -> Any:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
-def add_deliver_args(p: argparse.ArgumentParser) -> None:
-    """Flags of `espresso deliver`; every default comes from its environment variable."""
-    p.add_argument("--bootstrap-servers", default=_env("KAFKA_BOOTSTRAP_SERVERS"),
-                   help="HOST:PORT[,HOST:PORT] of the brokers [env KAFKA_BOOTSTRAP_SERVERS] (required); "
-                        "security from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CA_LOCATION")
-    p.add_argument("--messages-topic", default=_env("ESPRESSO_MESSAGES_TOPIC", "retargeting-messages"),
-                   help="topic of message records to send [env ESPRESSO_MESSAGES_TOPIC] (default %(default)s)")
-    p.add_argument("--decisions-topic", default=_env("ESPRESSO_DECISIONS_TOPIC", "retargeting-decisions"),
-                   help="topic of decision records (sent, failed, skipped_duplicate) [env ESPRESSO_DECISIONS_TOPIC] "
-                        "(default %(default)s)")
-    p.add_argument("--dlq-topic", default=_env("ESPRESSO_MESSAGES_DLQ_TOPIC", "retargeting-messages-dlq"),
-                   help="topic of messages that failed for good [env ESPRESSO_MESSAGES_DLQ_TOPIC] "
-                        "(default %(default)s)")
-    p.add_argument("--group", default=_env("ESPRESSO_DELIVER_GROUP", "espresso-deliver"),
-                   help="Kafka consumer group; its committed offsets say what was delivered "
-                        "[env ESPRESSO_DELIVER_GROUP] (default %(default)s)")
-    p.add_argument("--redis-url", default=_env("REDIS_URL"),
-                   help="Redis of the idempotency keys [env REDIS_URL] (required)")
-    p.add_argument("--batch-size", type=int, default=int(_env("ESPRESSO_DELIVER_BATCH_SIZE", 500)),
-                   help="most messages per batch (those already fetched: no waiting for more); offsets are "
-                        "committed per batch "
-                        "[env ESPRESSO_DELIVER_BATCH_SIZE] (default %(default)s)")
-    p.add_argument("--max-in-flight", type=int, default=int(_env("ESPRESSO_DELIVER_MAX_IN_FLIGHT", 64)),
-                   help="sends running at once [env ESPRESSO_DELIVER_MAX_IN_FLIGHT] (default %(default)s)")
-    p.add_argument("--metrics-port", type=int, default=int(_env("ESPRESSO_METRICS_PORT", -1)),
-                   help="port of /metrics, /livez, /readyz; -1: off [env ESPRESSO_METRICS_PORT] (default %(default)s)")
-    p.add_argument("--claim-lease", default=_env("ESPRESSO_DELIVER_CLAIM_LEASE", "5m"),
-                   help="how long a message claimed by a sender that died waits before another sends it; "
-                   "must exceed the longest send (timeouts x attempts + backoff) (default 5m) "
-                   "[env ESPRESSO_DELIVER_CLAIM_LEASE]")
-    p.add_argument("--stop-at-end", action="store_true", help=argparse.SUPPRESS)
-
-
-def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DeliverConfig:
-    from connectors.kafka_config import KafkaConfig
-
-    if not args.redis_url:
-        raise DeliverConfigError("no Redis for the idempotency keys: pass --redis-url redis://HOST:PORT/DB "
-                                 "or set REDIS_URL")
-    if not str(args.redis_url).startswith(("redis://", "rediss://", "unix://")):
-        raise DeliverConfigError(f"--redis-url (REDIS_URL) must be a redis://, rediss:// or unix:// URL: "
-                                 f"{args.redis_url!r}")
-    lease_ms = parse_duration(args.claim_lease)
-    if not lease_ms:
-        raise DeliverConfigError(f"--claim-lease (ESPRESSO_DELIVER_CLAIM_LEASE) must be a duration such as "
-                                 f"90s or 5m: {args.claim_lease!r}")
-    return DeliverConfig(
-        kafka=KafkaConfig.from_env(args.bootstrap_servers, environ, client_id="espresso-deliver"),
-        claim_lease_s=lease_ms / 1000,
-        redis_url=args.redis_url, messages_topic=args.messages_topic, decisions_topic=args.decisions_topic,
-        dlq_topic=args.dlq_topic, group_id=args.group, batch_size=args.batch_size,
-        max_in_flight=args.max_in_flight, stop_at_end=args.stop_at_end)
-
-
-def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Channels by message `channel`, from the environment (secrets are read now)."""
-    from connectors.delivery import DeliveryConfigError
-    from connectors.smtp import SmtpChannel, SmtpConfig
-    from connectors.webhook import WebhookChannel, WebhookConfig
-
-    env = os.environ if environ is None else environ
-    channels: dict[str, Any] = {}
-    try:
-        if env.get("ESPRESSO_WEBHOOK_URL"):
-            webhook = WebhookChannel(WebhookConfig.from_env(env), environ=env)
-            channels.update(sms=webhook, push=webhook, email=webhook)
-        if env.get("ESPRESSO_SMTP_HOST"):
-            channels["email"] = SmtpChannel(SmtpConfig.from_env(env), environ=env)
-    except DeliveryConfigError as exc:
-        raise DeliverConfigError(str(exc)) from exc
-    if not channels:
-        raise DeliverConfigError(
-            "no delivery channel configured: set ESPRESSO_WEBHOOK_URL (webhook for sms, push and email) "
-            "and/or ESPRESSO_SMTP_HOST with ESPRESSO_SMTP_FROM (SMTP for email); see docs/delivery.md")
-    return channels
-
-
 # -- the loop ------------------------------------------------------------------------
 _stop_requested = False
 
 
-def _on_stop_signal(signum: int, frame: Any) -> None:
+def request_stop(reason: str) -> None:
+    """Finish the current batch and stop; a second request aborts."""
     global _stop_requested
-    if _stop_requested:  # a second signal aborts
+    if _stop_requested:
         raise KeyboardInterrupt
     _stop_requested = True
-    log.info("espresso deliver: %s received, finishing the current batch", signal.Signals(signum).name)
+    log.info("espresso deliver: %s, finishing the current batch", reason)
 
 
 @dataclass
@@ -170,7 +83,7 @@ class DeliverStats:
     committed_batches: int = 0
 
 
-def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) -> DeliverStats:
+def deliver(config: DeliverConfig, channels: Mapping[str, Any]) -> DeliverStats:
     """Consume, send, commit after flush; until a stop signal (or the end, with `stop_at_end`)."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -179,7 +92,8 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     from connectors.kafka_messages import KafkaRecordWriter
     from connectors.sender import Sender, SenderConfig, dead_letter_record
 
-    channels = build_channels() if channels is None else channels
+    if not channels:
+        raise DeliverConfigError("no delivery channel configured (docs/delivery.md)")
     try:
         idempotency = RedisIdempotency(IdempotencyConfig(config.redis_url, lease_s=config.claim_lease_s))
         writer = KafkaRecordWriter(config.kafka.bootstrap_servers,
@@ -204,14 +118,14 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
         if not pending:
             return
         if not sender.flush(config.flush_timeout_s):
-            raise DeliverConfigError(f"the sender did not finish the batch within {config.flush_timeout_s}s; "
+            raise RuntimeFailure(f"the sender did not finish the batch within {config.flush_timeout_s}s; "
                                      "offsets not committed (the batch is re-read on restart)")
         left = writer.flush(30.0)
         if left:
-            raise DeliverConfigError(f"{left} decision/dead-letter records not acknowledged by Kafka within 30s; "
+            raise RuntimeFailure(f"{left} decision/dead-letter records not acknowledged by Kafka within 30s; "
                                      "offsets not committed (check the brokers and --decisions-topic/--dlq-topic)")
         if writer.errors:
-            raise DeliverConfigError(f"{writer.errors} decision/dead-letter record(s) could not be written to Kafka "
+            raise RuntimeFailure(f"{writer.errors} decision/dead-letter record(s) could not be written to Kafka "
                                      "(see the log); offsets not committed: a restart reads the batch again (sent "
                                      "messages are not sent twice)")
         offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
@@ -251,7 +165,7 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
     _stop_requested = False
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in previous:
-        signal.signal(s, _on_stop_signal)
+        signal.signal(s, lambda signum, _frame: request_stop(f"{signal.Signals(signum).name} received"))
     sender.start()
     consumer.subscribe([config.messages_topic], on_assign=on_assign, on_revoke=on_revoke)
     try:
@@ -264,7 +178,7 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any] | None = None) ->
                         at_end.add(m.partition())
                         continue
                     if err.fatal():
-                        raise DeliverConfigError(f"Kafka: {err.str()}")
+                        raise RuntimeFailure(f"Kafka: {err.str()}")
                     log.warning("espresso deliver: Kafka: %s", err.str())
                     continue
                 at_end.discard(m.partition())
@@ -312,19 +226,3 @@ def _observed(write_decision):
             m.observe_send(channel, decision["latency_ms"] / 1000.0)
         write_decision(decision)
     return on_result
-
-
-def cmd_deliver(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    config = config_from_args(args)
-    if args.metrics_port >= 0:
-        from . import health
-
-        health.serve(args.metrics_port)
-    channels = build_channels()
-    started = time.monotonic()
-    stats = deliver(config, channels)
-    print(f"espresso deliver: {stats.consumed} messages consumed in {time.monotonic() - started:.1f}s "
-          f"({stats.invalid} invalid -> {config.dlq_topic})", file=sys.stderr)
-    return 0

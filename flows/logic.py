@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
 from state.events import Event
-from state.intake import Parsed
 from state.campaigns import CampaignEngine
 from state.shard import Shard
 from state.timekeeping import PartitionClock, PartitionTime, ShardClock
-from state.timeutil import NEVER
+from connectors.batch import RawBatch
+from state.timeutil import NEVER, wall_ms
 
 from .config import LIVE, FlowConfig
 from .observe import IntakeObserver, ShardObserver
 
-__all__ = ["RawBatch", "ShardBatch", "IntakeLogic", "ShardLogic"]
-
-
-class RawBatch(NamedTuple):
-    """What a source emits: raw records of one partition, with their source info."""
-
-    partition: str
-    records: list  # [(bytes, position)]: a line number or a Kafka offset
-    origin: dict  # where the records come from: {"file": ...} or {"topic", "partition"}
-    position_key: str  # "line" or "offset"
-    arrival_ms: int  # wall clock when the batch was read
-    parsed: Parsed | None = None  # already parsed by a helper process (then `records` is empty)
-    tick: tuple[int, int] | None = None  # (k, n): end of a finite input, step k of n towards `until`
-    caught_up: bool = False  # nothing more was there to read on the partition at the last fetch
+__all__ = ["ShardBatch", "IntakeLogic", "ShardLogic"]
 
 
 class ShardBatch(NamedTuple):
@@ -40,10 +26,6 @@ class ShardBatch(NamedTuple):
     events: list[Event]
     time: PartitionTime
     arrival_ms: int
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class IntakeLogic(StatefulBatchLogic):

@@ -6,17 +6,13 @@ metrics per batch instead of per event keeps the hot path free of metric calls.
 
 from __future__ import annotations
 
-import time
 
 from metrics.registry import get_metrics
 from state.intake import Intake
 from state.shard import Shard, ShardStats
+from state.timeutil import wall_ms
 
 __all__ = ["IntakeObserver", "ShardObserver"]
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class IntakeObserver:

@@ -12,14 +12,11 @@ from bytewax.testing import run_main
 from connectors.files import JsonlEventSource, JsonlSink
 from connectors.parse_ahead import default_parse_ahead
 from state.dedup import DEFAULT_HORIZON
-from state.campaigns import load_campaigns
-from state.definitions import load_segments
-from state.program import compile_program
 
-from .config import DEFAULT_MAX_CLOCK_SKEW_MS, REPLAY, FlowConfig
+from .config import DEFAULT_MAX_CLOCK_SKEW_MS, REPLAY, FlowConfig, load_program
 from .segments import build_flow
 
-__all__ = ["ReplayResult", "replay", "default_dead_letter_path"]
+__all__ = ["ReplayResult", "replay", "default_dead_letter_path", "load_program"]
 
 
 @dataclass
@@ -35,15 +32,6 @@ class ReplayResult:
 def _beside(out: Path, kind: str) -> Path:
     """`changes.jsonl` -> `changes.<kind>.jsonl`, beside the output."""
     return out.with_name(f"{out.stem}.{kind}{out.suffix or '.jsonl'}")
-
-
-def load_program(segments: Path | None, campaigns: str | Path | None):
-    """The compiled segments and, if asked, the campaigns (`builtin` or a file) they feed."""
-    segs = load_segments(segments)
-    if campaigns is None:
-        return compile_program(segs), None
-    camps = load_campaigns(None if str(campaigns) == "builtin" else campaigns, segs)
-    return compile_program(list(camps.segments), camps.required_keep()), camps
 
 
 def default_dead_letter_path(out: Path) -> Path:

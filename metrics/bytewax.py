@@ -23,7 +23,6 @@ time and re-exposes its `bytewax_*` families (the Python ones it repeats are ski
 from __future__ import annotations
 
 import logging
-import os
 import urllib.request
 from typing import Iterable, Mapping
 
@@ -67,7 +66,7 @@ BRIDGE_METRIC_NAMES: dict[str, str] = {"espresso_bytewax_api_up": "gauge"}
 
 def api_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """Loopback URL of Bytewax's `/metrics` when its Dataflow API is enabled, else None."""
-    env = os.environ if environ is None else environ
+    env = {} if environ is None else environ  # the caller (commands/) reads the environment
     if env.get(API_ENABLED_ENV) is None:  # Bytewax checks presence, not value
         return None
     port = env.get(API_PORT_ENV) or str(DEFAULT_API_PORT)

@@ -11,8 +11,7 @@ Gauges that describe state held per shard (segment members, contacts, timers, wa
 take a `shard` key: each worker sets the value of the shards it owns and the exposition
 sums them (the watermark: the oldest one), so workers never overwrite each other.
 
-The module-level functions at the end (`set_consumer_lag`, `count_source_error`, ...) are
-the names `flows/health.py` forwards to; they record on `get_metrics()`.
+Sources and sinks take the object to record on (`metrics=`, default `get_metrics()`).
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ from .labels import (CHANNELS, DIRECTIONS, EVENT_TYPES, INVALID_REASONS, KAFKA_O
 __all__ = [
     "EspressoMetrics", "get_metrics", "METRIC_NAMES", "EVENT_TIME_LAG_BUCKETS",
     "INGEST_LATENCY_BUCKETS", "SEND_DURATION_BUCKETS", "MAX_SEGMENTS", "MAX_CAMPAIGNS",
-    "set_consumer_lag", "count_source_error", "count_delivery_failure", "count_changes_produced",
-    "count_dead_letters_produced",
 ]
 
 # Event time -> change emitted. A change caused by an event leaves in the batch after the
@@ -383,33 +380,3 @@ def get_metrics() -> EspressoMetrics:
                 _instance = EspressoMetrics()
             inst = _instance
     return inst
-
-
-# -- forwards used by flows/health.py (the sources and sinks call these) -----------------------
-def set_consumer_lag(topic: str, partition: int, lag: int) -> None:
-    get_metrics().set_consumer_lag(topic, partition, lag)
-
-
-def count_source_error(topic: str, partition: int, code: str) -> None:
-    get_metrics().on_kafka_error(topic, "consume", code)
-
-
-def count_delivery_failure(topic: str, code: str) -> None:
-    get_metrics().on_kafka_error(topic, "produce", code)
-
-
-def count_changes_produced(topic: str, changes: list) -> None:
-    """The change sink's hook: these changes are emitted now. Records each with `on_change`
-    (so a flow using this sink must not call `on_change` for the same changes)."""
-    m = get_metrics()
-    m.on_changes(changes)
-    m.on_produced(topic, len(changes))
-
-
-def count_dead_letters_produced(topic: str, dead: list) -> None:
-    """The dead-letter sink's hook: counts each by its `reason` with `on_invalid` (so a flow
-    using this sink must not call `on_invalid` for the same records)."""
-    m = get_metrics()
-    for d in dead:
-        m.on_invalid(getattr(d, "reason", OTHER))
-    m.on_produced(topic, len(dead))

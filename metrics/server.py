@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from .bytewax import BytewaxApiCollector, api_url_from_env
+from .bytewax import BytewaxApiCollector
 
 __all__ = ["serve", "MetricsServer", "Readiness", "DEFAULT_PORT", "PORT_NAME", "METRICS_PATH", "LIVEZ_PATH",
            "READYZ_PATH"]
@@ -161,7 +161,7 @@ def serve(port: int = DEFAULT_PORT, host: str = "0.0.0.0", ready: Probe = lambda
 
     `registry`: the collector registry of our metrics (`get_metrics()` uses the default one);
     the default registry is exposed too. `bytewax_api`: URL of Bytewax's Dataflow API
-    `/metrics` to include, False for none, None to follow `BYTEWAX_DATAFLOW_API_ENABLED`.
+    `/metrics` to include (commands/ derive it from `BYTEWAX_DATAFLOW_API_ENABLED`), None for none.
     Port 0 picks a free port (`server.port`). A second call for a served host and port
     returns the running server; an `OSError` (port in use) propagates.
     """
@@ -169,8 +169,12 @@ def serve(port: int = DEFAULT_PORT, host: str = "0.0.0.0", ready: Probe = lambda
         running = _servers.get((host, port)) if port else None
         if running is not None:
             return running
+        if registry is REGISTRY:  # the process's metrics: every family shows from the start
+            from .registry import get_metrics
+
+            get_metrics()
         sources = [registry] if registry is REGISTRY else [registry, REGISTRY]
-        url = api_url_from_env() if bytewax_api is None else (bytewax_api or None)
+        url = bytewax_api or None
         if url:
             sources.append(BytewaxApiCollector(str(url)))
         srv = MetricsServer(host, port, _Union(sources), ready, live).start()

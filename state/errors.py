@@ -1,18 +1,31 @@
-"""Errors raised by the engine-independent core.
+"""The errors espresso raises on purpose, in one hierarchy the command line maps to exit codes.
 
-Only configuration and start-up problems raise; bad input is data (see `events.Invalid`).
+- `ConfigError` (exit 2): something the user can fix (a flag, a variable, a file); the
+  message names it, the value and the fix, in one line.
+- `RuntimeFailure` (exit 1): something failed while running (a broker or Redis that does not
+  answer, a record Kafka never acknowledged); one line, details in the log.
+
+Bad input is data, never an error (see `events.Invalid`).
 """
 
 from __future__ import annotations
 
-__all__ = ["EspressoError", "DefinitionError"]
+__all__ = ["EspressoError", "ConfigError", "RuntimeFailure", "DefinitionError"]
 
 
 class EspressoError(Exception):
     """Base class of every error espresso raises on purpose."""
 
 
-class DefinitionError(EspressoError):
+class ConfigError(EspressoError):
+    """A setting, file or definition the user must fix before espresso can run."""
+
+
+class RuntimeFailure(EspressoError):
+    """A failure while running, not a mistake of the user's: retry, or look at the named system."""
+
+
+class DefinitionError(ConfigError):
     """A segment or campaign definition file is wrong.
 
     The message names the file, the path inside it, the problem and the fix, so an

@@ -6,9 +6,10 @@ Integers keep window boundaries exact (`t - W < e <= t`) where floats would roun
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["NEVER", "MAX_TS", "parse_ts", "format_ms", "parse_duration", "format_duration"]
+__all__ = ["NEVER", "MAX_TS", "parse_ts", "format_ms", "parse_duration", "format_duration", "wall_ms"]
 
 #: Sentinel for "no timestamp" in integer columns; lower than any valid event time.
 NEVER = -(2**62)
@@ -83,3 +84,8 @@ def format_duration(ms: int) -> str:
         if ms and ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch ms: for callers at the edges (sources, flows), never the engine."""
+    return time.time_ns() // 1_000_000

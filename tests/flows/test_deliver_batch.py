@@ -4,13 +4,11 @@ Against the real broker started by the fixture."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from flows.deliver import DeliverConfigError, add_deliver_args, config_from_args, next_batch
+from flows.deliver import next_batch
 
 
 def _consumer(bootstrap: str, topic: str) -> Consumer:
@@ -59,16 +57,3 @@ def test_never_more_than_the_batch_size_and_an_idle_wait_ends_empty(kafka_bootst
         assert 0.25 <= time.monotonic() - started < 3.0
     finally:
         c.close()
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_deliver_args(parser)
-    return parser.parse_args(["--bootstrap-servers", "k:9092", "--redis-url", "redis://127.0.0.1:6379/0", *argv])
-
-
-def test_claim_lease_flag_and_its_errors():
-    assert config_from_args(_args(), environ={}).claim_lease_s == 300.0
-    assert config_from_args(_args("--claim-lease", "90s"), environ={}).claim_lease_s == 90.0
-    with pytest.raises(DeliverConfigError, match=r"--claim-lease \(ESPRESSO_DELIVER_CLAIM_LEASE\).*'soon'"):
-        config_from_args(_args("--claim-lease", "soon"), environ={})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from flows.demo import Traffic, demo_segments_yaml, describe_change
+from commands.demo import Traffic, demo_segments_yaml, describe_change
 from state.definitions import parse_segments
 from state.events import Invalid, parse_event
 from state.program import compile_program

@@ -170,7 +170,7 @@ class Espresso:
                  env: dict | None = None, metrics_port: int | None = None) -> None:
         self.log_path = tmp / f"espresso-{name}-{time.monotonic_ns()}.log"
         self.metrics_port = metrics_port
-        argv = [sys.executable, "-m", "flows.cli", "run", "--bootstrap-servers", bootstrap,
+        argv = [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", bootstrap,
                 "--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2],
                 "--metrics-port", str(-1 if metrics_port is None else metrics_port), *args]
         full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))

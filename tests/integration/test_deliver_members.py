@@ -29,7 +29,7 @@ def _espresso(*args: str, env: dict | None = None, timeout: float = 120) -> subp
     for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_WEBHOOK_URL", "ESPRESSO_SMTP_HOST"):
         if var not in (env or {}):
             full.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=full, capture_output=True, check=False,
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, env=full, capture_output=True, check=False,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -115,7 +115,7 @@ class Deliver:
                                                     {**FAST_GROUP_CONFIG, "fetch.wait.max.ms": 20}.items()))
         for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_SMTP_HOST", "KAFKA_PRODUCER_SETTINGS"):
             env.pop(var, None)
-        argv = [sys.executable, "-m", "flows.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",
+        argv = [sys.executable, "-m", "commands.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",
                 redis_url, "--messages-topic", topics["messages"], "--decisions-topic", topics["delivered"],
                 "--dlq-topic", topics["delivery_dlq"], "--group", group, "--metrics-port", "-1"]
         self.log = open(self.log_path, "wb")

@@ -75,7 +75,7 @@ class RealFlow:
     def _spawn(self, name: str, args: list[str], env: dict) -> None:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         root = Path(__file__).resolve().parents[2]
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=root,
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "commands.cli", *args], cwd=root,
                                            env={**os.environ, "PYTHONPATH": str(root), **env},
                                            stdout=log, stderr=subprocess.STDOUT))
 

@@ -245,30 +245,6 @@ def test_get_metrics_is_one_instance_per_process_on_the_default_registry():
     assert REGISTRY.get_sample_value("espresso_build_info", {"version": registry_mod._version()}) == 1
 
 
-def test_sink_forwards_record_changes_dead_letters_and_lag():
-    """The module-level functions flows/health.py calls record on get_metrics()."""
-    def v(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-
-    get_metrics()
-    before = (v("espresso_events_invalid_total", reason="bad_ts"),
-              v("espresso_segment_changes_total", segment="push-espresso", direction="exit"),
-              v("espresso_records_produced_total", topic="fwd-dlq"),
-              v("espresso_kafka_errors_total", topic="fwd-in", op="consume", code="_TRANSPORT"))
-    registry_mod.count_dead_letters_produced("fwd-dlq", [SimpleNamespace(reason="bad_ts")] * 2)
-    registry_mod.count_changes_produced("fwd-out", [SimpleNamespace(segment_id="push-espresso", direction="exit",
-                                                                    at=0)])
-    registry_mod.count_source_error("fwd-in", 0, "_TRANSPORT")
-    registry_mod.count_delivery_failure("fwd-out", "_MSG_TIMED_OUT")
-    registry_mod.set_consumer_lag("fwd-in", 1, 9)
-    after = (v("espresso_events_invalid_total", reason="bad_ts"),
-             v("espresso_segment_changes_total", segment="push-espresso", direction="exit"),
-             v("espresso_records_produced_total", topic="fwd-dlq"),
-             v("espresso_kafka_errors_total", topic="fwd-in", op="consume", code="_TRANSPORT"))
-    assert [a - b for a, b in zip(after, before)] == [2, 1, 2, 1]
-    assert v("espresso_kafka_consumer_lag", topic="fwd-in", partition="1") == 9
-
-
 def test_a_fresh_registry_is_independent_of_the_default(registry, metrics):
     """Metrics built on a passed-in registry do not appear in the default one."""
     metrics.on_event("email_open", 7)

