@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from state.errors import ConfigError
 
 __all__ = [
-    "OUTCOMES",
     "Channel",
     "DeliveryConfigError",
     "RetryPolicy",
@@ -24,11 +23,6 @@ __all__ = [
     "required",
     "secret_from_env",
 ]
-
-#: Decision outcomes (docs/interfaces.md); the sender emits `sent`, `failed`, `skipped_duplicate`.
-OUTCOMES = ("sent", "skipped_consent", "skipped_duplicate", "skipped_stale", "capped",
-            "deferred", "cancelled", "failed")
-
 
 class DeliveryConfigError(ConfigError):
     """A delivery setting is missing or wrong; raised at start-up, never per message."""

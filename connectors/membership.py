@@ -16,18 +16,15 @@ cluster: the keys of a change do not share a hash slot).
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.delivery import DeliveryConfigError
 
-__all__ = ["ApplyStats", "MembershipConfig", "MembershipSink", "MembershipView"]
+__all__ = ["ApplyStats", "MembershipConfig", "MembershipView"]
 
 log = logging.getLogger(__name__)
 
@@ -144,36 +141,3 @@ def _parse(change: Mapping[str, Any]) -> tuple[str, str, str, int] | None:
     if direction not in ("enter", "exit") or type(seq) is not int or seq < 1:
         return None
     return contact, segment, direction, seq
-
-
-class _MembershipPartition(StatelessSinkPartition):
-    def __init__(self, view: MembershipView, backoff_max_s: float) -> None:
-        self._view = view
-        self._backoff_max_s = backoff_max_s
-
-    def write_batch(self, items: list) -> None:
-        """Apply the batch; while Redis fails, retry it (idempotent) so back-pressure builds."""
-        attempt = 0
-        while True:
-            try:
-                self._view.apply(items)
-                return
-            except redis.RedisError as exc:
-                attempt += 1
-                if attempt == 1:
-                    log.warning("membership view: Redis unavailable, retrying: %s", exc)
-                time.sleep(random.uniform(0, min(self._backoff_max_s, 0.05 * 2 ** min(attempt, 10))))
-
-    def close(self) -> None:
-        self._view.close()
-
-
-class MembershipSink(DynamicSink):
-    """Bytewax sink of segment change records (any stream); one view per worker."""
-
-    def __init__(self, config: MembershipConfig, backoff_max_s: float = 5.0) -> None:
-        self.config = config
-        self.backoff_max_s = backoff_max_s
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MembershipPartition:
-        return _MembershipPartition(MembershipView(self.config), self.backoff_max_s)

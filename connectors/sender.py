@@ -15,9 +15,6 @@ A message is "unfinished" from `submit` until its decision is reported; at most
 `max_queued` are unfinished, so when the channel or Redis is slow or down, `submit` blocks
 and back-pressure reaches the dataflow. While Redis cannot be reached, nothing is claimed
 nor sent: the sender retries with backoff and resumes when Redis is back.
-
-`MessageSink` is the Bytewax sink around a sender: its partitions flush the sender at every
-snapshot, so an epoch is committed only when each of its messages has an outcome.
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.delivery import Channel, DeliveryConfigError, SendResult
 from connectors.idempotency import (
@@ -49,7 +45,6 @@ from connectors.idempotency import (
 from state.timeutil import format_ms
 
 __all__ = [
-    "MessageSink",
     "Sender",
     "SenderClosed",
     "SenderConfig",
@@ -543,47 +538,3 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         await awaitable
     except Exception:
         log.debug("error while closing", exc_info=True)
-
-
-class _SenderPartition(StatefulSinkPartition):
-    def __init__(self, sender: Sender, flush_timeout: float | None) -> None:
-        self._sender = sender
-        self._flush_timeout = flush_timeout
-
-    def write_batch(self, values: list) -> None:
-        submit = self._sender.submit
-        for message in values:
-            submit(message)
-
-    def snapshot(self) -> None:
-        if not self._sender.flush(self._flush_timeout):
-            raise TimeoutError(f"sender {self._sender.config.name}: not drained in {self._flush_timeout}s "
-                               "at snapshot; refusing to commit the epoch")
-
-    def close(self) -> None:
-        self._sender.close()
-
-
-class MessageSink(FixedPartitionedSink):
-    """Bytewax sink of `(contact_id, message record)`; one started `Sender` per partition.
-
-    `build_sender(partition)` returns a new, not yet started sender. At each snapshot the
-    partition waits until its sender has a decision for every message written so far, so a
-    recovered dataflow replays only messages whose outcome was not final; Redis idempotency
-    makes that replay send nothing twice.
-    """
-
-    def __init__(self, build_sender: Callable[[str], Sender], partitions: int = 1,
-                 flush_timeout: float | None = 300.0) -> None:
-        if partitions < 1:
-            raise DeliveryConfigError(f'"partitions" must be >= 1: {partitions}')
-        self._build = build_sender
-        self._parts = [str(i) for i in range(partitions)]
-        self._flush_timeout = flush_timeout
-
-    def list_parts(self) -> list[str]:
-        return list(self._parts)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _SenderPartition:
-        return _SenderPartition(self._build(for_part).start(), self._flush_timeout)
-

@@ -47,6 +47,8 @@ class FlowConfig:
     #: a snapshot at each epoch even when it stores none, and a shard's is a copy of all its
     #: columns: without recovery that copy is only time and a peak of memory.
     snapshots: bool = True
+    #: Where the live flow records (metrics.registry.EspressoMetrics); None: the process's own.
+    metrics: Any = None
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):
@@ -59,6 +61,13 @@ class FlowConfig:
             raise ValueError(f"max clock skew must be >= 0 ms: {self.max_clock_skew_ms}")
         if self.dedup_horizon < 1:
             raise ValueError(f"dedup horizon must be >= 1: {self.dedup_horizon}")
+
+    def live_metrics(self) -> Any:
+        if self.metrics is not None:
+            return self.metrics
+        from metrics.registry import get_metrics
+
+        return get_metrics()
 
     def new_intake(self, frontier: int = NEVER) -> Intake:
         """A partition's intake. Without campaigns, events of types no segment uses are not

@@ -96,13 +96,12 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any]) -> DeliverStats:
         raise DeliverConfigError("no delivery channel configured (docs/delivery.md)")
     try:
         idempotency = RedisIdempotency(IdempotencyConfig(config.redis_url, lease_s=config.claim_lease_s))
-        writer = KafkaRecordWriter(config.kafka.bootstrap_servers,
-                                   {**config.kafka.settings, **config.kafka.producer_settings})
+        writer = KafkaRecordWriter(config.kafka)
         sender = Sender(SenderConfig(max_in_flight=config.max_in_flight,
                                      max_queued=max(config.max_in_flight, 2 * config.batch_size),
                                      name="deliver"),
                         idempotency, channels,
-                        on_result=_observed(writer.decision_callback(config.decisions_topic)),
+                        on_result=_observed(writer.decision_callback(config.decisions_topic), writer.metrics),
                         dead_letter=writer.dead_letter_callback(config.dlq_topic))
     except DeliveryConfigError as exc:
         hint = " (the lease is --claim-lease / ESPRESSO_DELIVER_CLAIM_LEASE)" if "lease" in str(exc) else ""
@@ -213,11 +212,8 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any]) -> DeliverStats:
     return stats
 
 
-def _observed(write_decision):
+def _observed(write_decision, m):
     """Every delivery result is a decision record and two metrics: outcome, and send latency."""
-    from metrics.registry import get_metrics
-
-    m = get_metrics()
 
     def on_result(decision: dict) -> None:
         channel = decision.get("channel") or "other"

@@ -34,7 +34,7 @@ class IntakeLogic(StatefulBatchLogic):
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
         self.intake = cfg.new_intake(NEVER if frontier is None else frontier)
         self.live = cfg.mode == LIVE
-        self.observer = IntakeObserver() if self.live else None
+        self.observer = IntakeObserver(cfg.live_metrics()) if self.live else None
         self.until = cfg.until_ms
         self.skew = cfg.max_clock_skew_ms
         self.clock = PartitionClock()
@@ -92,7 +92,7 @@ class ShardLogic(StatefulBatchLogic):
         self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
-        self.observer = ShardObserver(self.shard) if self.live else None
+        self.observer = ShardObserver(self.shard, cfg.live_metrics()) if self.live else None
 
     def _process(self, events: list, watermark: int, settled: int | None) -> list:
         """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""

@@ -7,7 +7,7 @@ metrics per batch instead of per event keeps the hot path free of metric calls.
 from __future__ import annotations
 
 
-from metrics.registry import get_metrics
+from metrics.registry import EspressoMetrics
 from state.intake import Intake
 from state.shard import Shard, ShardStats
 from state.timeutil import wall_ms
@@ -16,8 +16,8 @@ __all__ = ["IntakeObserver", "ShardObserver"]
 
 
 class IntakeObserver:
-    def __init__(self) -> None:
-        self.m = get_metrics()
+    def __init__(self, metrics: EspressoMetrics) -> None:
+        self.m = metrics
         self.seen: dict[str, int] = {}
         self.ignored = 0
 
@@ -33,8 +33,8 @@ class IntakeObserver:
 
 
 class ShardObserver:
-    def __init__(self, shard: Shard) -> None:
-        self.m = get_metrics()
+    def __init__(self, shard: Shard, metrics: EspressoMetrics) -> None:
+        self.m = metrics
         self.key = id(self)  # one gauge series per shard; the exposition sums them
         self.last = shard.stats.copy()
         self.segments = [s.id for s in shard.program.segments]

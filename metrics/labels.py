@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Iterable
 
+from state.campaigns.records import OUTCOMES as DECISION_OUTCOMES
 from state.events import REASONS
 
 __all__ = [
@@ -31,10 +32,7 @@ EVENT_TYPES = (
 INVALID_REASONS = REASONS
 DIRECTIONS = ("enter", "exit")
 #: Decision outcomes of the retargeting sender (docs/interfaces.md).
-OUTCOMES = (
-    "sent", "skipped_consent", "skipped_duplicate", "skipped_stale", "capped", "deferred",
-    "cancelled", "failed",
-)
+OUTCOMES = DECISION_OUTCOMES
 CHANNELS = ("email", "sms", "push", "webhook")
 KAFKA_OPS = ("consume", "produce")
 

@@ -100,23 +100,3 @@ def test_any_order_and_repeats_give_the_in_order_view(redis_url, history, seed, 
     in_order.close()
     shuffled.close()
     client.close()
-
-
-def test_membership_sink_in_a_dataflow(redis_url, key_prefix):
-    """A dataflow writing changes (some repeated, some late) into MembershipSink leaves the view as
-    the last change per (contact, segment) says."""
-    import bytewax.operators as op
-    from bytewax.dataflow import Dataflow
-    from bytewax.testing import TestingSource, run_main
-
-    from connectors.membership import MembershipSink
-
-    changes = [change("c1", "s", "enter", 1), change("c2", "s", "enter", 1), change("c1", "s", "exit", 2),
-               change("c1", "s", "enter", 1), change("c2", "s", "enter", 1)]
-    config = MembershipConfig(redis_url, prefix=key_prefix.rstrip(":"))
-    flow = Dataflow("membership_sink_test")
-    op.output("view", op.input("in", flow, TestingSource(changes, batch_size=2)), MembershipSink(config))
-    run_main(flow)
-    view = MembershipView(config)
-    assert sorted(view.members("s")) == ["c2"] and view.last_seq("c1", "s") == 2
-    view.close()

@@ -329,16 +329,3 @@ def test_redis_unreachable_at_start_pauses_not_raises(webhook, key_prefix):
     wait_for(lambda: run.sender.stats().store_down, what="store_down")
     assert not run.sender.close(timeout=0.5)
     assert webhook.requests == 0 and run.decisions == []
-
-
-def test_channel_start_error_is_raised_by_start(redis_url, key_prefix):
-    """A channel that cannot start makes start() raise; the sender then refuses messages."""
-    from connectors.kafka_messages import KafkaMessageChannel, KafkaMessagesConfig
-
-    bad = KafkaMessageChannel(KafkaMessagesConfig(bootstrap_servers="127.0.0.1:1", settings={"no.such.setting": 1}))
-    sender = Sender(SenderConfig(), RedisIdempotency(IdempotencyConfig(redis_url, key_prefix=key_prefix)), {},
-                    default=bad)
-    with pytest.raises(DeliveryConfigError, match="no.such.setting"):
-        sender.start()
-    with pytest.raises(SenderClosed):
-        sender.submit(message(1))
