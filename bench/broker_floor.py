@@ -33,6 +33,8 @@ if str(REPO) not in sys.path:
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from connectors.kafka_config import KafkaConfig  # noqa: E402
+
 SOURCE_SETTINGS = {"linger.ms": "5"}
 
 
@@ -79,9 +81,11 @@ def relay_probe(bootstrap: str, rate: float, seconds: float, hops: int = 2, part
     for fut in admin.create_topics([NewTopic(t, partitions, 1) for t in topics]).values():
         fut.result(30)
 
+    kafka = KafkaConfig(bootstrap, producer_settings=producer_settings or {},
+                        consumer_settings=consumer_settings or {})  # espresso's own client factory
+
     def consumer(topic: str) -> Consumer:
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{topic}", "enable.auto.commit": False,
-                      "fetch.wait.max.ms": 20, "socket.nagle.disable": True, **(consumer_settings or {})})
+        c = Consumer(kafka.consumer(f"floor-{topic}"))
         c.list_topics(timeout=10)  # leaders known before assign, else the first fetch waits 500 ms
         c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         return c
@@ -90,8 +94,7 @@ def relay_probe(bootstrap: str, rate: float, seconds: float, hops: int = 2, part
 
     def relay(src: str, dst: str) -> None:
         c = consumer(src)
-        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                      "socket.nagle.disable": True, **(producer_settings or {})})
+        p = Producer(kafka.producer())
         p.list_topics(timeout=10)  # connected now: its producer id comes on the next 500 ms tick
         while not stop.is_set():
             for m in c.consume(1000, 0.0) or ():
