@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from state.errors import ConfigError, EspressoError, RuntimeFailure
@@ -45,18 +46,47 @@ def _module(name: str):
     return importlib.import_module(f"commands.{name}")
 
 
-def parser() -> argparse.ArgumentParser:
-    """Every subcommand's flags; reads no environment variable (settings are read by `load`)."""
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand's flags; reads no environment variable (settings are read by `load`).
+
+    `only`: the subcommand about to run; the others get no flags, so their modules (and the
+    Kafka, Redis and Bytewax code they import) are not imported just to parse a command line.
+    """
     p = argparse.ArgumentParser(prog="espresso", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name, (short, description) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=short, description=description)
-        getattr(_module(name), f"add_{name}_args")(sp)
+        if only is None or name == only:
+            getattr(_module(name), f"add_{name}_args")(sp)
+    p.set_defaults(_subparsers=sub.choices)
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """`parse_args`, except that an unknown flag is reported by its subcommand's parser
+    (`espresso replay: error: unrecognized arguments: --x` and that subcommand's usage)."""
+    words = sys.argv[1:] if argv is None else argv
+    chosen = next((w for w in words if not w.startswith("-")), None)  # `espresso` has no flag with a value
+    p = parser(chosen if chosen in SUBCOMMANDS else "")
+    args, extra = p.parse_known_args(words)
+    if extra:
+        sub = getattr(args, "_subparsers", {}).get(getattr(args, "command", None))
+        (sub or p).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _log_unexpected(name: str) -> None:
+    """The traceback of an unexpected error, in the log at DEBUG level (ESPRESSO_LOG_LEVEL=DEBUG)."""
+    if os.environ.get("ESPRESSO_LOG_LEVEL", "").strip().upper() == "DEBUG":
+        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        log.setLevel(logging.DEBUG)
+    log.debug("espresso %s failed", name, exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = _parse(argv)
+    # A Python error inside a Bytewax step becomes a Rust panic: no backtrace, at least.
+    os.environ.setdefault("RUST_BACKTRACE", "0")
     from connectors.runtime import tune_process
 
     tune_process()
@@ -72,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - a user sees one line, never a traceback
-        log.debug("espresso %s failed", name, exc_info=True)
+        _log_unexpected(name)
         print(f"espresso {name}: failed: {type(exc).__name__}: {exc} (run with ESPRESSO_LOG_LEVEL=DEBUG "
               "for details)", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from state.errors import ConfigError
+from state.errors import ConfigError, RuntimeFailure
 
 from .settings import Count, Duration, Opt, Port, add_arguments, load
 
@@ -81,6 +81,40 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         max_in_flight=s.max_in_flight, stop_at_end=s.stop_at_end)
 
 
+#: a channel setting as its config names it -> the variable it comes from, for messages
+_CHANNEL_VARS = {
+    "webhook": {"url": "ESPRESSO_WEBHOOK_URL", "timeout_s": "ESPRESSO_WEBHOOK_TIMEOUT",
+                "max_attempts": "ESPRESSO_WEBHOOK_MAX_ATTEMPTS"},
+    "smtp": {"host": "ESPRESSO_SMTP_HOST", "port": "ESPRESSO_SMTP_PORT", "from_addr": "ESPRESSO_SMTP_FROM"},
+}
+
+
+#: numeric channel variables: (variable, type, what to give)
+_CHANNEL_NUMBERS = {
+    "webhook": (("ESPRESSO_WEBHOOK_TIMEOUT", float, "seconds, such as 5 or 2.5"),
+                ("ESPRESSO_WEBHOOK_MAX_ATTEMPTS", int, "a whole number such as 4")),
+    "smtp": (("ESPRESSO_SMTP_PORT", int, "a port such as 587"),),
+}
+
+
+def _channel_config(kind: str, make: Any, env: Mapping[str, str]) -> Any:
+    """`make()`, with a setting's error naming its variable (`ESPRESSO_SMTP_FROM`, not "from_addr")."""
+    for var, kind_of, example in _CHANNEL_NUMBERS[kind]:
+        value = env.get(var, "")
+        try:
+            if value:
+                kind_of(value)
+        except ValueError:
+            raise ConfigError(f"{kind} channel: {var}={value!r}: not a number; give {example}") from None
+    try:
+        return make()
+    except ConfigError as exc:
+        text = str(exc).removeprefix(f"{kind}: ")
+        for field, var in _CHANNEL_VARS[kind].items():
+            text = text.replace(f'"{field}"', var)
+        raise ConfigError(f"{kind} channel: {text}") from None
+
+
 def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Channels by message `channel`, from the environment (secrets are read now)."""
     from connectors.smtp import SmtpChannel, SmtpConfig
@@ -89,10 +123,10 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     channels: dict[str, Any] = {}
     if env.get("ESPRESSO_WEBHOOK_URL"):
-        webhook = WebhookChannel(WebhookConfig.from_env(env), environ=env)
+        webhook = WebhookChannel(_channel_config("webhook", lambda: WebhookConfig.from_env(env), env), environ=env)
         channels.update(sms=webhook, push=webhook, email=webhook)
     if env.get("ESPRESSO_SMTP_HOST"):
-        channels["email"] = SmtpChannel(SmtpConfig.from_env(env), environ=env)
+        channels["email"] = SmtpChannel(_channel_config("smtp", lambda: SmtpConfig.from_env(env), env), environ=env)
     if not channels:
         raise ConfigError(
             "no delivery channel configured: set ESPRESSO_WEBHOOK_URL (webhook for sms, push and email) "
@@ -101,6 +135,8 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
     from flows.deliver import deliver
     from metrics.health import HEALTH
     from metrics.server import serve
@@ -117,7 +153,12 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             raise ConfigError(f"--metrics-port {settings.metrics_port} (ESPRESSO_METRICS_PORT): cannot listen: "
                               f"{exc.strerror}; pick another port or -1 to disable") from None
     started = time.monotonic()
-    stats = deliver(config, channels)
+    try:
+        stats = deliver(config, channels)
+    except KafkaException as exc:  # one line naming what to check, not the client's exception
+        err = exc.args[0] if exc.args else exc
+        raise RuntimeFailure(f"Kafka at {config.kafka.bootstrap_servers}: {getattr(err, 'str', lambda: err)()}; check "
+                             "--bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS and the KAFKA_SECURITY_* settings") from exc
     print(f"espresso deliver: {stats.consumed} messages consumed in {time.monotonic() - started:.1f}s "
           f"({stats.invalid} invalid -> {config.dlq_topic})", file=sys.stderr)
     return 0

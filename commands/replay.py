@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from flows.config import DEFAULT_MAX_CLOCK_SKEW_MS
 from state.dedup import DEFAULT_HORIZON
 
-from .run import _campaigns
-from .settings import Count, Duration, InputFile, Instant, Opt, OutputFile, add_arguments, load
+from .settings import (Count, Duration, InputFile, Instant, Opt, OutputFile, TextFile, _campaigns, _output_file,
+                       add_arguments, load)
 
 __all__ = ["ReplaySettings", "add_replay_args", "cmd_replay"]
 
@@ -26,7 +28,7 @@ class ReplaySettings(BaseModel):
                                   fix="give an instant such as 2026-11-30T00:00:00Z")]
     out: Annotated[OutputFile, Opt("--out", metavar="CHANGES.jsonl", help="JSONL file of segment changes to write",
                                    fix="give a file path in an existing, writable directory")]
-    segments: Annotated[InputFile | None, Opt("--segments", metavar="FILE",
+    segments: Annotated[TextFile | None, Opt("--segments", metavar="FILE",
                                               help="segment definitions YAML (default: built-in espresso segments)",
                                               fix="give the path of a readable segments YAML")] = None
     dead_letters: Annotated[OutputFile | None, Opt("--dead-letters", metavar="FILE",
@@ -46,6 +48,55 @@ class ReplaySettings(BaseModel):
     parse_ahead: Annotated[bool | None, Opt(
         "--parse-ahead", switch=True, help="read and parse the file in a helper process on a second core "
         "(default: on when the process may use two or more cores)")] = None
+
+    def outputs(self) -> dict[str, Path]:
+        """Every file the replay writes, by how the user named it."""
+        from flows.replay import beside, default_dead_letter_path
+
+        files = {"--out": self.out,
+                 "--dead-letters" if self.dead_letters else "the dead letters beside --out":
+                     self.dead_letters or default_dead_letter_path(self.out)}
+        if self.campaigns:
+            files["the messages beside --out"] = beside(self.out, "messages")
+            files["the decisions beside --out"] = beside(self.out, "decisions")
+        return files
+
+    @model_validator(mode="after")
+    def _paths_do_not_collide(self) -> "ReplaySettings":
+        """No output overwrites an input or another output; files beside --out can be written."""
+        inputs = {"the events file": self.events, "--segments": self.segments,
+                  "--campaigns": None if self.campaigns in (None, "builtin") else Path(self.campaigns)}
+        seen: dict[object, str] = {_real(p): name for name, p in inputs.items() if p is not None}
+        for name, path in self.outputs().items():
+            if name.startswith("the "):  # derived from --out: checked like --out, named by it
+                try:
+                    _output_file(path)
+                except ValueError as exc:
+                    raise ValueError(f"--out {self.out}: {name}, {path}, {exc}; give another --out"
+                                     + (" or --dead-letters FILE" if "dead letters" in name else "")) from None
+            real = _real(path)
+            if real in seen and _regular_or_missing(path):
+                what = "would overwrite " + seen[real] if seen[real] in inputs else "is also " + seen[real]
+                raise ValueError(f"{name} ({path}) {what}; give a different file")
+            seen[real] = name
+        return self
+
+
+def _real(path: Path) -> object:
+    """The identity of a file: two names (links, `..`) of one file are one file."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return path.resolve()
+
+
+def _regular_or_missing(path: Path) -> bool:
+    """Two outputs may share a device such as /dev/null, never a file."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True
 
 
 def add_replay_args(p: argparse.ArgumentParser) -> None:

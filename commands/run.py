@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Annotated, Any, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
@@ -19,7 +18,7 @@ from metrics.health import HEALTH
 from state.dedup import DEFAULT_HORIZON
 from state.errors import ConfigError
 
-from .settings import Count, Directory, Duration, InputFile, Opt, Port, add_arguments, load
+from .settings import Count, Directory, Duration, Opt, Port, TextFile, _campaigns, add_arguments, load
 
 __all__ = ["RunSettings", "add_run_args", "config_from_args", "cmd_run"]
 
@@ -27,14 +26,6 @@ log = logging.getLogger("espresso.run")
 
 K, T, O, W = "Kafka", "Segments and time", "Operation", "Scale-out (as `python -m bytewax.run`)"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _campaigns(value: str) -> str:
-    if value != "builtin":
-        from .settings import _input_file  # the same checks as any input file
-
-        return str(_input_file(Path(value)))
-    return value
 
 
 def _shards(value: int) -> int:
@@ -79,7 +70,7 @@ class RunSettings(BaseModel):
     stop_at_end: Annotated[bool, Opt("--stop-at-end", switch=True, hidden=True)] = False
     idle_emit: Annotated[Duration, Opt("--idle-emit", "ESPRESSO_IDLE_EMIT", hidden=True)] = 1000
 
-    segments: Annotated[InputFile | None, Opt("--segments", "ESPRESSO_SEGMENTS", group=T, metavar="FILE",
+    segments: Annotated[TextFile | None, Opt("--segments", "ESPRESSO_SEGMENTS", group=T, metavar="FILE",
                                               help="segment definitions YAML (default: built-in espresso segments)",
                                               fix="give the path of a readable segments YAML")] = None
     campaigns: Annotated[str | None, AfterValidator(lambda v: v if v is None else _campaigns(v)), Opt(

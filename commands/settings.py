@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Mapping, TypeVar
@@ -24,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 from state.errors import ConfigError
 from state.timeutil import parse_duration, parse_ts
 
-__all__ = ["Opt", "Duration", "Instant", "InputFile", "OutputFile", "Directory", "Port", "Count",
+__all__ = ["Opt", "Duration", "Instant", "InputFile", "TextFile", "OutputFile", "Directory", "Port", "Count",
            "add_arguments", "load", "ConfigError"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,25 +63,56 @@ def _instant(value: Any) -> int:
     return ms
 
 
+def _stat(p: Path) -> os.stat_result | None:
+    """`os.stat`, None when nothing is there; other errors (a directory without search
+    permission, a loop of links) become one line instead of an exception."""
+    try:
+        return p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot access it: {exc.strerror}") from None
+
+
 def _input_file(value: Path) -> Path:
     p = value.expanduser().absolute()  # helper processes may run elsewhere: never a relative path
-    if not p.exists():
+    st = _stat(p)
+    if st is None:
         raise ValueError("no such file")
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise ValueError("is a directory, not a file")
     if not os.access(p, os.R_OK):
         raise ValueError("not readable (permissions)")
     return p
 
 
+def _text_file(value: Path) -> Path:
+    """An input file that must be UTF-8 text (a YAML definition file)."""
+    p = _input_file(value)
+    try:
+        p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    return p
+
+
+def _campaigns(value: str) -> str:
+    """`builtin`, or a campaigns YAML (checked as any definition file)."""
+    return value if value == "builtin" else str(_text_file(Path(value)))
+
+
 def _output_file(value: Path) -> Path:
     p = value.expanduser().absolute()
-    if p.is_dir():
+    st = _stat(p)
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise ValueError("is a directory, not a file")
     parent = p.parent
-    if not parent.is_dir():
+    parent_st = _stat(parent)
+    if parent_st is None or not stat.S_ISDIR(parent_st.st_mode):
         raise ValueError(f"its directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    if (st is None and not os.access(parent, os.W_OK | os.X_OK)) or (st is not None and not os.access(p, os.W_OK)):
         raise ValueError("not writable (permissions)")
     return p
 
@@ -107,6 +139,7 @@ def _count(value: int) -> int:
 Duration = Annotated[int, BeforeValidator(_duration)]  # milliseconds
 Instant = Annotated[int, BeforeValidator(_instant)]  # epoch milliseconds
 InputFile = Annotated[Path, AfterValidator(_input_file)]
+TextFile = Annotated[Path, AfterValidator(_text_file)]  # UTF-8, e.g. YAML
 OutputFile = Annotated[Path, AfterValidator(_output_file)]
 Directory = Annotated[Path, AfterValidator(_directory)]
 Port = Annotated[int, AfterValidator(_port)]  # -1: none
@@ -116,6 +149,13 @@ _TYPE_FIX = {
     "int_parsing": "give a whole number",
     "bool_parsing": "give 1/0, true/false, yes/no or on/off",
     "float_parsing": "give a number",
+}
+#: pydantic's wording of a type error -> ours (the value is quoted after it)
+_TYPE_PROBLEM = {
+    "int_parsing": "not a whole number",
+    "int_from_float": "not a whole number",
+    "bool_parsing": "not a yes/no value",
+    "float_parsing": "not a number",
 }
 
 
@@ -189,7 +229,7 @@ def _one_line(model: type[BaseModel], exc: ValidationError, given: Mapping[str, 
     if opt.env:
         label += f" / {opt.env}"
     where = given.get(name)
-    problem = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    problem = _TYPE_PROBLEM.get(str(err.get("type"))) or str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "missing":
         problem = "required"
     text = f"{label}: {problem}" + (f" (got {where})" if where else "")

@@ -26,10 +26,18 @@ from state.intake import Intake
 
 from .lines import line_batches
 
-__all__ = ["ParseAhead", "default_parse_ahead"]
+__all__ = ["ParseAhead", "ParseAheadError", "default_parse_ahead"]
 
 _HEADER = struct.Struct("<Q")
 _ROOT = Path(__file__).resolve().parent.parent  # so the helper imports this same code
+
+
+class ParseAheadError(RuntimeError):
+    """The helper failed or died; `reason`: the read error alone (e.g. "Permission denied")."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def default_parse_ahead() -> bool:
@@ -57,7 +65,8 @@ def _helper(args: dict, out: BinaryIO) -> None:
     except BrokenPipeError:
         return  # the worker stopped reading: nothing left to tell it
     except BaseException as exc:  # the worker must hear why, not wait forever
-        _send(out, ("error", f"{type(exc).__name__}: {exc}"))
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+        _send(out, ("error", f"{type(exc).__name__}: {exc}", reason))
     # Live as long as the worker's reading end, so the helper is a process of the replay
     # from start to end (for `ps`, and for benchmarks that measure the process tree).
     waiter = select.poll()
@@ -92,7 +101,7 @@ class ParseAhead:
             chunk = os.read(fd, min(n, 1 << 20))
             if not chunk:
                 code = self._proc.wait(timeout=5)
-                raise RuntimeError(f"parse-ahead process died (exit code {code})")
+                raise ParseAheadError(f"parse-ahead process died (exit code {code})")
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
@@ -109,7 +118,7 @@ class ParseAhead:
             self.done = True
             return None
         if msg[0] == "error":
-            raise RuntimeError(f"parse-ahead process failed: {msg[1]}")
+            raise ParseAheadError(f"parse-ahead process failed: {msg[1]}", msg[2])
         _, parsed, self.line, offset = msg
         if self._progress is not None:
             self._progress(offset)

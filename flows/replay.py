@@ -12,11 +12,12 @@ from bytewax.testing import run_main
 from connectors.files import JsonlEventSource, JsonlSink
 from connectors.parse_ahead import default_parse_ahead
 from state.dedup import DEFAULT_HORIZON
+from state.errors import ConfigError, RuntimeFailure
 
 from .config import DEFAULT_MAX_CLOCK_SKEW_MS, REPLAY, FlowConfig, load_program
 from .segments import build_flow
 
-__all__ = ["ReplayResult", "replay", "default_dead_letter_path", "load_program"]
+__all__ = ["ReplayResult", "replay", "beside", "default_dead_letter_path", "load_program"]
 
 
 @dataclass
@@ -29,14 +30,14 @@ class ReplayResult:
     decisions: int = 0
 
 
-def _beside(out: Path, kind: str) -> Path:
+def beside(out: Path, kind: str) -> Path:
     """`changes.jsonl` -> `changes.<kind>.jsonl`, beside the output."""
     return out.with_name(f"{out.stem}.{kind}{out.suffix or '.jsonl'}")
 
 
 def default_dead_letter_path(out: Path) -> Path:
     """`changes.jsonl` -> `changes.dead-letters.jsonl`, beside the output."""
-    return _beside(out, "dead-letters")
+    return beside(out, "dead-letters")
 
 
 def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None = None,
@@ -64,22 +65,38 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     enc_change, enc_dead = counting("changes"), counting("dead")
     extra = {}
     if camps is not None:
-        extra = {"messages": JsonlSink(_beside(out, "messages"), counting("messages")),
-                 "decisions": JsonlSink(_beside(out, "decisions"), counting("decisions"))}
+        extra = {"messages": JsonlSink(beside(out, "messages"), counting("messages")),
+                 "decisions": JsonlSink(beside(out, "decisions"), counting("decisions"))}
 
+    sinks = [JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), *extra.values()]
+    for sink in sinks:  # a file that cannot be opened is the user's to fix, before any work
+        _can_write(sink.path)
     bar = _progress_bar(events, progress)
     if parse_ahead is None:
         parse_ahead = default_parse_ahead()
     source = JsonlEventSource(events, batch_lines, progress=bar.update_to if bar else None,
                               parse_ahead=cfg.new_intake() if parse_ahead else None)
-    flow = build_flow(cfg, source, JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), "espresso-replay",
-                      **extra)
+    flow = build_flow(cfg, source, sinks[0], sinks[1], "espresso-replay", **extra)
     try:
         run_main(flow)
     finally:
         if bar:
             bar.close()
+    # The connectors keep I/O errors instead of raising them into Bytewax (a Rust panic).
+    if source.error:
+        raise RuntimeFailure(f"reading {events}: {source.error}; the output is incomplete")
+    for sink in sinks:
+        if sink.error:
+            raise RuntimeFailure(f"writing {sink.path}: {sink.error}; the output is incomplete")
     return ReplayResult(counts["changes"], counts["dead"], out, dead_path, counts["messages"], counts["decisions"])
+
+
+def _can_write(path: Path) -> None:
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _progress_bar(events: Path, progress: bool | None):
