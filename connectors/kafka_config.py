@@ -6,6 +6,9 @@ verbatim to librdkafka; secrets never appear in `repr()` or logs.
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -27,6 +30,30 @@ _SECRET_WORDS = ("password", "secret", "key.pem", "token")
 
 #: Extra librdkafka settings for tuning, "name=value,name=value" (e.g. fetch.wait.max.ms=10).
 PRODUCER_ENV, CONSUMER_ENV = "KAFKA_PRODUCER_SETTINGS", "KAFKA_CONSUMER_SETTINGS"
+
+
+class _Repeats(logging.Filter):
+    """librdkafka logs a broker that does not answer several times a second: each kind of
+    line (digits aside) passes once a minute, so a one-line error is not buried under them."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s, self.last = every_s, {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:200]
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+#: Where librdkafka's own log lines go (instead of straight to stderr), rate limited.
+CLIENT_LOG = logging.getLogger("espresso.kafka.client")
+CLIENT_LOG.addFilter(_Repeats())
 
 
 class KafkaConfigError(ConfigError):
@@ -101,7 +128,8 @@ class KafkaConfig:
 
     # -- librdkafka configurations -----------------------------------------
     def common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id, **self.settings}
+        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id, "logger": CLIENT_LOG,
+                **self.settings}
 
     def consumer(self, group_id: str, **extra: Any) -> dict[str, Any]:
         """A consumer used with `assign()`: no group rebalancing, no committed offsets."""
