@@ -1,15 +1,20 @@
-"""`espresso demo`: watch segments change live, with nothing to set up.
+"""`espresso demo`: watch segments change and retargeting messages go out live, with nothing to set up.
 
     embedded broker (tansu, in memory)  ◀── or KAFKA_BOOTSTRAP_SERVERS
-        ▲ contact-events            │ segment-changes, contact-events-dlq
+        ▲ contact-events            │ segment-changes, contact-events-dlq,
+        │                           │ retargeting-messages, retargeting-decisions
         │                           ▼
-    synthetic shop traffic ──▶ `espresso run` (subprocess) ──▶ printer (this process)
+    synthetic shop traffic ──▶ `espresso run --campaigns` ──▶ printer and local "delivery"
+                                   (subprocess)                 (this process)
 
 The traffic is a small shop in real time (event time = now): people subscribe, open and
 click emails and SMS, open pushes, start checkouts and sometimes order. The segments are
 the built-in espresso segments with a short window (`--window`, default 45s instead of
 72h) plus an abandoned-checkout segment, so time-driven exits happen while you watch:
-an open ageing out makes a person leave email espresso with no new event.
+an open ageing out makes a person leave email espresso with no new event. The built-in
+campaigns run on the same shortened clock (`demo_messages.py`); each message is printed as
+it is read from the messages topic, with the time since the event that triggered it
+(`--no-campaigns`: segments only).
 
 Stops on Ctrl-C or after `--duration` (default: until Ctrl-C on a terminal, 60 s
 otherwise) and prints a summary.
@@ -32,21 +37,21 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, NamedTuple, TextIO
 
 import orjson
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from connectors.embedded_broker import EmbeddedBroker, free_port
-from state.errors import ConfigError
-from state.timeutil import format_duration, format_ms, parse_duration
+from state.timeutil import format_duration, format_ms
 
-__all__ = ["add_demo_args", "cmd_demo", "demo_segments_yaml", "Traffic", "describe_change"]
+from .demo_messages import Trigger, demo_campaigns_yaml, describe_message, format_latency, message_latency, percentiles
+from .settings import Count, Duration, Opt, Port, add_arguments, load
+
+__all__ = ["DemoSettings", "add_demo_args", "cmd_demo", "demo_segments_yaml", "demo_campaigns_yaml", "Traffic",
+           "describe_change"]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class DemoError(ConfigError):
-    """The demo cannot start; the message says what to install or set."""
 
 
 # -- segments ------------------------------------------------------------------------
@@ -114,6 +119,8 @@ class Traffic:
         return ev
 
     def _new_contact(self, now_ms: int) -> list[dict]:
+        """Consent events, then a profile with the first name and an address per consented
+        channel (what a campaign needs to send: docs/campaigns.md, "Policies")."""
         rng = self.rng
         i = len(self.contacts)
         c = {"id": f"c-{i:04d}", "name": rng.choice(FIRST_NAMES), "email": rng.random() < 0.9,
@@ -127,8 +134,13 @@ class Traffic:
         if not out:  # everyone here agreed to something
             c["email"] = True
             out.append(self._event(c, "consent_changed", now_ms, {"channel": "email", "status": "subscribed"}))
-        out.append(self._event(c, "profile_updated", now_ms, {"first_name": c["name"], "country": rng.choice(
-            ["FR", "DE", "ES", "IT", "BE", "NL"])}))
+        profile = {"first_name": c["name"], "country": rng.choice(["FR", "DE", "ES", "IT", "BE", "NL"]),
+                   "email": f"{c['name'].lower()}.{i:04d}@example.com"}
+        if c["sms"]:
+            profile["phone"] = f"+336{10_000_000 + i:08d}"
+        if c["push"]:
+            profile["push_token"] = f"demo-push-token-{i:04d}"
+        out.append(self._event(c, "profile_updated", now_ms, profile))
         return out
 
     def _items(self) -> tuple[list[dict], float]:
@@ -228,6 +240,71 @@ def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expi
     return f"{what.get(seg, 'activity')} aged out (window {window})"
 
 
+# -- settings ------------------------------------------------------------------------------
+def _seconds(value: Any) -> Any:
+    """`--duration 90` has always meant seconds; a duration such as 90s or 2m works too."""
+    if isinstance(value, str):
+        try:
+            secs = float(value)
+        except ValueError:
+            return value  # a duration such as 90s: `Duration` parses it
+        if secs != secs or secs in (float("inf"), float("-inf")):
+            raise ValueError("not a number of seconds")
+        return int(secs * 1000)
+    return value
+
+
+def _positive(value: Any) -> Any:
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+#: Seconds (a bare number) or a duration, in milliseconds.
+Seconds = Annotated[Duration, BeforeValidator(_seconds)]
+
+
+class DemoSettings(BaseModel):
+    """The flags of `espresso demo` (no environment twins, except KAFKA_BOOTSTRAP_SERVERS for
+    the broker); checked before anything starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    duration: Annotated[Seconds | None, AfterValidator(lambda v: v if v is None else _positive(v)), Opt(
+        "--duration", metavar="SECONDS", help="how long to run, in seconds or as a duration such as 2m; "
+        "none: until Ctrl-C on a terminal, 60 s otherwise",
+        fix="give seconds or a duration such as 90s or 2m")] = None
+    rate: Annotated[float, AfterValidator(_positive), Opt(
+        "--rate", help="events per second", fix="give a number of events per second such as 8")] = 8.0
+    contacts: Annotated[Count, Opt("--contacts", help="people in the shop")] = 300
+    window: Annotated[Duration, AfterValidator(_positive), Opt(
+        "--window", help="window of the demo espresso segments, 72h in production; campaign delays, caps and "
+        "re-entry periods shrink in proportion", fix="give a duration such as 45s or 2m")] = "45s"
+    abandoned_after: Annotated[Duration, AfterValidator(_positive), Opt(
+        "--abandoned-after", help="a checkout with no order this long is abandoned",
+        fix="give a duration such as 15s or 1m")] = "15s"
+    seed: Annotated[int | None, Opt("--seed", help="random seed of the traffic; none: a random one")] = None
+    metrics_port: Annotated[Port, Opt(
+        "--metrics-port", help="port of the flow's /metrics /livez /readyz; a free one if taken or 0, -1 for none",
+        fix="give a port 0-65535, or -1 for none")] = 9464
+    workers: Annotated[Count, Opt("--workers", help="Bytewax workers of the flow")] = 1
+    no_campaigns: Annotated[bool, Opt(
+        "--no-campaigns", switch=True,
+        help="segments only: run no retargeting campaigns and print no messages")] = False
+    verbose: Annotated[bool, Opt("--verbose", switch=True,
+                                 help="show the flow's log instead of keeping it in a file")] = False
+
+
+def add_demo_args(p: argparse.ArgumentParser) -> None:
+    add_arguments(p, DemoSettings)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    s = load(DemoSettings, args)
+    duration = s.duration / 1000 if s.duration is not None else (None if sys.stdout.isatty() else 60.0)
+    return Demo(s, duration).run()
+
+
 # -- the demo -------------------------------------------------------------------------------
 class _Style:
     def __init__(self, tty: bool) -> None:
@@ -237,20 +314,18 @@ class _Style:
         return f"\033[{code}m{text}\033[0m" if self.tty else text
 
 
-def add_demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds to run (default: until Ctrl-C on a terminal, 60 otherwise)")
-    p.add_argument("--rate", type=float, default=8.0, help="events per second (default %(default)s)")
-    p.add_argument("--contacts", type=int, default=300, help="people in the shop (default %(default)s)")
-    p.add_argument("--window", default="45s",
-                   help="window of the demo espresso segments, 72h in production (default %(default)s)")
-    p.add_argument("--abandoned-after", default="15s",
-                   help="a checkout with no order this long is abandoned (default %(default)s)")
-    p.add_argument("--seed", type=int, default=None, help="random seed of the traffic (default: random)")
-    p.add_argument("--metrics-port", type=int, default=9464,
-                   help="port of /metrics /livez /readyz; a free one if taken (default %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="Bytewax workers of the flow (default %(default)s)")
-    p.add_argument("--verbose", action="store_true", help="show the flow's log instead of keeping it in a file")
+class Topics(NamedTuple):
+    events: str
+    changes: str
+    dlq: str
+    messages: str | None = None  # None: no campaigns
+    decisions: str | None = None
+
+    def partitions(self) -> dict[str, int]:
+        counts = {self.events: 4, self.changes: 4, self.dlq: 1}
+        if self.messages and self.decisions:
+            counts.update({self.messages: 1, self.decisions: 1})
+        return counts
 
 
 def _port_free(port: int) -> bool:
@@ -258,33 +333,37 @@ def _port_free(port: int) -> bool:
         try:
             s.bind(("0.0.0.0", port))
             return True
-        except OSError:
+        except (OSError, OverflowError):
             return False
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    for flag, value in (("--window", args.window), ("--abandoned-after", args.abandoned_after)):
-        if parse_duration(value) is None:
-            raise DemoError(f"{flag}: not a duration such as 45s or 2m: {value!r}")
-    if args.rate <= 0:
-        raise DemoError(f"--rate must be > 0: {args.rate}")
-    duration = args.duration if args.duration is not None else (None if sys.stdout.isatty() else 60.0)
-    return Demo(args, duration).run()
+#: Ids remembered to join a message to its change and a change to its event (pruned by age).
+_REMEMBER = 100_000
+#: A message whose change has not been read yet waits this long for it, then is shown anyway.
+_JOIN_WAIT_S = 0.5
 
 
 class Demo:
-    def __init__(self, args: argparse.Namespace, duration: float | None, out: TextIO = sys.stdout) -> None:
-        self.args, self.duration, self.out = args, duration, out
+    def __init__(self, settings: DemoSettings, duration: float | None, out: TextIO = sys.stdout) -> None:
+        self.s, self.duration, self.out = settings, duration, out
         self.style = _Style(out.isatty())
         self.stop = threading.Event()
-        self.window = format_duration(parse_duration(args.window))
-        self.after = format_duration(parse_duration(args.abandoned_after))
-        self.expires = format_duration(max(parse_duration(args.window), 4 * parse_duration(args.abandoned_after)))
-        self.traffic = Traffic(args.contacts, args.seed)
+        self.window = format_duration(settings.window)
+        self.after = format_duration(settings.abandoned_after)
+        self.expires = format_duration(max(settings.window, 4 * settings.abandoned_after))
+        self.traffic = Traffic(settings.contacts, settings.seed)
         self.stats: Counter = Counter()
         self.latencies: list[float] = []
         self.produced = 0
-        self.dead = Counter()
+        self.dead: Counter = Counter()
+        # messages: event id -> wall ms it was produced; change id -> its trigger; read, not yet shown
+        self.produced_at: dict[str, int] = {}
+        self.triggers: dict[str, Trigger] = {}
+        self.waiting: list[tuple[dict, int, float]] = []
+        self.sent: Counter = Counter()
+        self.msg_latency: dict[str, list[int]] = {}  # channel -> ms from trigger event to message read
+        self.due_latency: list[int] = []  # ms from due_at to message read (timed messages)
+        self.decisions: Counter = Counter()
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -293,27 +372,38 @@ class Demo:
         workdir = Path(tempfile.mkdtemp(prefix="espresso-demo-"))
         broker, flow = None, None
         external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        campaigns = not self.s.no_campaigns
         try:
             if external:
                 bootstrap = external
                 tag = uuid.uuid4().hex[:6]
-                topics = (f"demo-{tag}-contact-events", f"demo-{tag}-segment-changes", f"demo-{tag}-dlq")
-                self.say(f"espresso demo: using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS), topics {', '.join(topics)}")
+                topics = Topics(f"demo-{tag}-contact-events", f"demo-{tag}-segment-changes", f"demo-{tag}-dlq",
+                                *((f"demo-{tag}-messages", f"demo-{tag}-decisions") if campaigns else ()))
+                self.say(f"espresso demo: using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS), topics "
+                         f"{', '.join(t for t in topics if t)}")
             else:
                 broker = EmbeddedBroker(workdir).start()
                 bootstrap = broker.bootstrap
-                topics = ("contact-events", "segment-changes", "contact-events-dlq")
+                topics = Topics("contact-events", "segment-changes", "contact-events-dlq",
+                                *(("retargeting-messages", "retargeting-decisions") if campaigns else ()))
                 self.say(f"espresso demo: embedded broker (tansu, in memory) at {bootstrap}")
             self._create_topics(bootstrap, topics)
             segments = workdir / "demo-segments.yaml"
             segments.write_text(demo_segments_yaml(self.window, self.after, self.expires))
-            port = self.args.metrics_port if _port_free(self.args.metrics_port) else free_port()
-            flow = self._start_flow(bootstrap, topics, segments, port, workdir)
-            self.say(f"espresso demo: flow running ({self.args.workers} worker(s)); metrics at "
-                     f"http://127.0.0.1:{port}/metrics, health /livez /readyz; segments: {segments}")
+            camps = None
+            if campaigns:
+                camps = workdir / "demo-campaigns.yaml"
+                camps.write_text(demo_campaigns_yaml(self.s.window))
+            port = self._metrics_port()
+            flow = self._start_flow(bootstrap, topics, segments, camps, port, workdir)
+            where = (f"metrics at http://127.0.0.1:{port}/metrics, health /livez /readyz; " if port >= 0 else "")
+            self.say(f"espresso demo: flow running ({self.s.workers} worker(s)); {where}segments: {segments}")
             self.say(f"espresso demo: segments email/sms/push-espresso with a {self.window} window, "
                      f"abandoned-checkout after {self.after}; "
                      + (f"running {self.duration:g}s" if self.duration else "Ctrl-C to stop"))
+            if camps is not None:
+                self.say(f"espresso demo: built-in campaigns with every duration x {self.window}/72h, each message "
+                         f"printed as it is read from {topics.messages}; campaigns: {camps}")
             self.say()
             self._loop(bootstrap, topics, flow)
         except KeyboardInterrupt:
@@ -325,36 +415,47 @@ class Demo:
                 broker.stop()
             elif external:
                 self._delete_topics(external, topics)
-            self._summary(code)
+            self._summary(code, topics if flow is not None else None)
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
 
     # -- pieces --
-    def _create_topics(self, bootstrap: str, topics: tuple[str, str, str]) -> None:
+    def _metrics_port(self) -> int:
+        port = self.s.metrics_port
+        if port < 0:
+            return -1
+        return port if port > 0 and _port_free(port) else free_port()
+
+    def _create_topics(self, bootstrap: str, topics: Topics) -> None:
         from connectors.kafka_config import KafkaConfig
         from connectors.topics import create_topics
 
-        create_topics(KafkaConfig.from_env(bootstrap, os.environ), {topics[0]: 4, topics[1]: 4, topics[2]: 1})
+        create_topics(KafkaConfig.from_env(bootstrap, os.environ), topics.partitions())
 
-    def _delete_topics(self, bootstrap: str, topics: tuple[str, str, str]) -> None:
+    def _delete_topics(self, bootstrap: str, topics: Topics) -> None:
         from confluent_kafka.admin import AdminClient
 
         try:
             admin = AdminClient({"bootstrap.servers": bootstrap})
-            for f in admin.delete_topics(list(topics)).values():
+            for f in admin.delete_topics([t for t in topics if t]).values():
                 f.result(10)
         except Exception:  # noqa: BLE001
             pass
 
-    def _start_flow(self, bootstrap: str, topics: tuple[str, str, str], segments: Path, port: int,
+    def _start_flow(self, bootstrap: str, topics: Topics, segments: Path, campaigns: Path | None, port: int,
                     workdir: Path) -> subprocess.Popen:
         argv = [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", bootstrap,
-                "--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2],
+                "--input-topic", topics.events, "--output-topic", topics.changes, "--dlq-topic", topics.dlq,
                 "--segments", str(segments), "--allowed-lateness", "2s", "--shards-per-partition", "4",
-                "--metrics-port", str(port), "--workers", str(self.args.workers), "--epoch-interval", "2s"]
+                "--metrics-port", str(port), "--workers", str(self.s.workers), "--epoch-interval", "2s"]
+        if campaigns is not None and topics.messages and topics.decisions:
+            argv += ["--campaigns", str(campaigns), "--messages-topic", topics.messages,
+                     "--decisions-topic", topics.decisions]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        for var in ("ESPRESSO_CAMPAIGNS", "ESPRESSO_MESSAGES_TOPIC", "ESPRESSO_DECISIONS_TOPIC"):
+            env.pop(var, None)  # --no-campaigns means none, whatever the shell exports
         self.flow_log = workdir / "flow.log"
-        log = None if self.args.verbose else open(self.flow_log, "wb")
+        log = None if self.s.verbose else open(self.flow_log, "wb")
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
         if log is not None:
@@ -377,18 +478,21 @@ class Demo:
         from confluent_kafka import Producer
 
         p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
-        interval = 1.0 / self.args.rate
+        interval = 1.0 / self.s.rate
         nxt = time.monotonic()
         while not self.stop.is_set():
             now_ms = time.time_ns() // 1_000_000
             for ev in self.traffic.tick(now_ms):
                 p.produce(topic, orjson.dumps(ev), ev["contact_id"].encode())
+                self.produced_at[ev["event_id"]] = time.time_ns() // 1_000_000
                 self.produced += 1
             bad = self.traffic.invalid(now_ms)
             if bad is not None:
                 p.produce(topic, bad)
                 self.produced += 1
             p.poll(0)
+            if len(self.produced_at) > _REMEMBER:  # keep the newest half (dicts keep insertion order)
+                self.produced_at = dict(list(self.produced_at.items())[_REMEMBER // 2:])
             nxt += self.rng_interval(interval)
             delay = nxt - time.monotonic()
             if delay > 0:
@@ -400,7 +504,7 @@ class Demo:
     def rng_interval(self, mean: float) -> float:
         return self.traffic.rng.expovariate(1.0 / mean)
 
-    def _loop(self, bootstrap: str, topics: tuple[str, str, str], flow: subprocess.Popen) -> None:
+    def _loop(self, bootstrap: str, topics: Topics, flow: subprocess.Popen) -> None:
         from confluent_kafka import Consumer, TopicPartition
         from confluent_kafka.admin import AdminClient
 
@@ -410,9 +514,9 @@ class Demo:
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "espresso-demo-printer",
                              "enable.auto.commit": False, "fetch.wait.max.ms": 20})
         consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
-        consumer.assign([TopicPartition(topics[1], p, 0) for p in md.topics[topics[1]].partitions]
-                        + [TopicPartition(topics[2], p, 0) for p in md.topics[topics[2]].partitions])
-        producer = threading.Thread(target=self._producer_thread, args=(bootstrap, topics[0]),
+        read = [t for t in (topics.changes, topics.dlq, topics.messages, topics.decisions) if t]
+        consumer.assign([TopicPartition(t, p, 0) for t in read for p in md.topics[t].partitions])
+        producer = threading.Thread(target=self._producer_thread, args=(bootstrap, topics.events),
                                     name="demo-traffic", daemon=True)
         producer.start()
         self.t0 = time.monotonic()
@@ -424,23 +528,33 @@ class Demo:
                     self.say(self.style(f"espresso demo: the flow exited with code {flow.returncode}; "
                                         f"its log: {getattr(self, 'flow_log', '(console)')}", "31"))
                     break
-                for msg in next_batch(consumer, 200, 0.2):
-                    if msg.error():
-                        continue
-                    if msg.topic() == topics[1]:
-                        self._show_change(msg)
-                    else:
-                        self._show_dead(msg)
+                self._handle(next_batch(consumer, 200, 0.2), topics)
         finally:
             self.stop.set()
             producer.join(10)
-            # let the last changes through before stopping the flow
+            # let the last changes and messages through before stopping the flow
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
-                for msg in consumer.consume(200, 0.2):
-                    if not msg.error() and msg.topic() == topics[1]:
-                        self._show_change(msg)
+                self._handle(consumer.consume(200, 0.2), topics)
+            self._release(final=True)
             consumer.close()
+
+    def _handle(self, batch: list, topics: Topics) -> None:
+        """Changes first, so a message read in the same batch as its change follows it."""
+        batch = [m for m in batch if not m.error()]
+        for msg in batch:
+            if msg.topic() == topics.changes:
+                self._show_change(msg)
+            elif msg.topic() == topics.dlq:
+                self._show_dead(msg)
+        read_ms = time.time_ns() // 1_000_000
+        for msg in batch:
+            if msg.topic() == topics.messages:
+                self.waiting.append((orjson.loads(msg.value()), read_ms, time.monotonic()))
+            elif msg.topic() == topics.decisions:
+                rec = orjson.loads(msg.value())
+                self.decisions[rec.get("outcome", "?")] += 1
+        self._release()
 
     def _show_change(self, msg: Any) -> None:
         rec = orjson.loads(msg.value())
@@ -449,9 +563,12 @@ class Demo:
         seg = rec["segment_id"]
         self.stats[(seg, rec["direction"])] += 1
         at_ms = int(datetime.fromisoformat(rec["at"]).timestamp() * 1000)
-        caused_by_event = (rec.get("cause") or {}).get("kind") == "event"
+        cause = rec.get("cause") or {}
+        caused_by_event = cause.get("kind") == "event"
         if caused_by_event:
             self.latencies.append(now_ms - at_ms)
+        self._remember(rec["change_id"], Trigger(at_ms, cause.get("type") if caused_by_event else None,
+                                                 self.produced_at.get(cause.get("event_id") or "")))
         s = self.style
         when = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone().strftime("%H:%M:%S.%f")[:-3]
         who = f"{rec['contact_id']} ({self.traffic.name_of(rec['contact_id'])})"
@@ -459,6 +576,36 @@ class Demo:
         why = describe_change(rec, self.window, self.after, self.expires)
         tail = "" if caused_by_event else s("  [time]", "2")
         self.say(f"{when}  {who:<16} {arrow}  {seg:<19} {why}{tail}")
+
+    def _remember(self, change_id: str, trigger: Trigger) -> None:
+        self.triggers[change_id] = trigger
+        if len(self.triggers) > _REMEMBER:
+            self.triggers = dict(list(self.triggers.items())[_REMEMBER // 2:])
+
+    def _release(self, final: bool = False) -> None:
+        """Show the messages read whose change is known (or that waited long enough for it)."""
+        if not self.waiting:
+            return
+        now = time.monotonic()
+        keep = []
+        for rec, read_ms, read_at in self.waiting:
+            trigger = self.triggers.get(rec.get("change_id", ""))
+            if trigger is not None or final or now - read_at >= _JOIN_WAIT_S:
+                self._show_message(rec, trigger, read_ms)
+            else:
+                keep.append((rec, read_ms, read_at))
+        self.waiting = keep
+
+    def _show_message(self, rec: dict, trigger: Trigger | None, read_ms: int) -> None:
+        channel = rec.get("channel", "?")
+        self.sent[channel] += 1
+        kind, ms = message_latency(rec, trigger, read_ms)
+        if kind == "event":
+            self.msg_latency.setdefault(channel, []).append(ms)
+        else:
+            self.due_latency.append(ms)
+        who = f"{rec.get('contact_id', '?')} ({self.traffic.name_of(rec.get('contact_id', ''))})"
+        self.say(describe_message(rec, who, trigger, read_ms, self.style))
 
     def _show_dead(self, msg: Any) -> None:
         headers = dict(msg.headers() or [])
@@ -468,18 +615,43 @@ class Demo:
         self.say(self.style(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]}  dead letter       "
                             f"{reason}: {detail[:70]}", "2;33"))
 
-    def _summary(self, code: int | None) -> None:
+    def _summary(self, code: int | None, topics: Topics | None = None) -> None:
         secs = time.monotonic() - getattr(self, "t0", time.monotonic())
+        campaigns = topics is not None and topics.messages is not None
         self.say()
         self.say(f"espresso demo: {self.produced} events in {secs:.0f}s; "
-                 f"{sum(self.stats.values())} segment changes; {sum(self.dead.values())} dead letters"
+                 f"{sum(self.stats.values())} segment changes; "
+                 + (f"{sum(self.sent.values())} messages; " if campaigns else "")
+                 + f"{sum(self.dead.values())} dead letters"
                  + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.dead.items()))})" if self.dead else ""))
         for seg in sorted({s for s, _ in self.stats}):
             self.say(f"  {seg:<20} {self.stats[(seg, 'enter')]:>4} enter  {self.stats[(seg, 'exit')]:>4} exit")
         if self.latencies:
-            lat = sorted(self.latencies)
-            p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            p50, p99 = percentiles(self.latencies)
             self.say(f"  event -> change readable on the topic: p50 {p50} ms, p99 {p99} ms "
-                     f"({len(lat)} event-caused changes)")
+                     f"({len(self.latencies)} event-caused changes)")
+        if campaigns:
+            for channel in ("email", "sms", "push"):
+                lat = self.msg_latency.get(channel, [])
+                parts = []
+                if lat:
+                    p50, p99 = percentiles(lat)
+                    parts.append(f"{len(lat)} at their trigger event (p50 {p50} ms, p99 {p99} ms)")
+                if self.sent[channel] > len(lat):
+                    parts.append(f"{self.sent[channel] - len(lat)} timed")
+                line = f"  {channel + ' messages':<20} {self.sent[channel]:>4} sent"
+                self.say(line + (f"   {', '.join(parts)}" if parts else ""))
+            every = [ms for lat in self.msg_latency.values() for ms in lat]
+            if every:
+                p50, p99 = percentiles(every)
+                self.say(f"  event -> message readable on the topic: p50 {p50} ms, p99 {p99} ms "
+                         f"({len(every)} messages sent at their trigger event)")
+            if self.due_latency:
+                p50, p99 = percentiles(self.due_latency)
+                self.say(f"  timed messages (after a delay or deferral, or a time-driven change): read p50 "
+                         f"{format_latency(p50)}, p99 {format_latency(p99)} after due ({len(self.due_latency)}; timers "
+                         "wait for the 2s allowed lateness)")
+            if self.decisions:
+                self.say("  other decisions: " + ", ".join(f"{k} {v}" for k, v in self.decisions.most_common()))
         if code not in (None, 0):
             self.say(f"  the flow exited with code {code}")

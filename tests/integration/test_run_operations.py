@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,9 +83,10 @@ def _probes_and_metrics(kafka_bootstrap, tmp_path, topics, port) -> None:
 
 
 def test_demo_runs_on_a_fresh_embedded_broker(tmp_path):
-    """`espresso demo` starts its own broker, streams traffic, prints readable enters/exits and a
-    summary, and stops by itself after --duration (non-terminal output)."""
-    res = _espresso("demo", "--duration", "12", "--rate", "30", "--window", "5s", "--abandoned-after", "2s",
+    """`espresso demo` starts its own broker, streams traffic, prints readable enters/exits, the
+    retargeting messages the campaigns send (read back from the messages topic) and a summary,
+    and stops by itself after --duration (non-terminal output)."""
+    res = _espresso("demo", "--duration", "15", "--rate", "30", "--window", "5s", "--abandoned-after", "2s",
                     "--metrics-port", str(free_port()), timeout=120)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     out = res.stdout
@@ -92,3 +94,12 @@ def test_demo_runs_on_a_fresh_embedded_broker(tmp_path):
     assert "ENTER" in out and "opened an email" in out
     assert "aged out (window 5s)" in out or "checkout not completed within 2s" in out, out[-3000:]
     assert "segment changes" in out and "event -> change readable on the topic" in out
+    # messages: time, who, channel, "what they see", (campaign[, variant]), latency; aligned with the changes
+    line = re.compile(r'^\d\d:\d\d:\d\d\.\d{3}  c-\d{4} \(\w+\) +(EMAIL|SMS  |PUSH )  "[^"]+"  '
+                      r"\([a-z0-9-]+(, variant [AB])?\)  -?\d+(\.\d\d s| ms) after (the [a-zA-Z -]+|due)", re.M)
+    sent = line.findall(out)
+    assert sent, out[-3000:]
+    assert re.search(r'EMAIL  "\w+, (did you see this\?|free shipping on us until Sunday)"  '
+                     r"\(email-espresso-resend, variant [AB]\)  \d+ ms after the email", out), out[-3000:]
+    assert re.search(r"email messages +[1-9]\d* sent", out) and "event -> message readable on the topic" in out
+    assert f"{len(sent)} messages;" in out  # every message read was printed
