@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # espresso image:  docker build -t espresso:0.1.0 .
 # The build context is only what .dockerignore lets through (pyproject.toml, README.md and
-# the four packages). Pin the base image by digest in your CI for reproducible builds.
+# the five packages). Pin the base image by digest in your CI for reproducible builds.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # -- builder: wheels of espresso and of every dependency --------------------------------
