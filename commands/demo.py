@@ -43,6 +43,8 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from connectors.embedded_broker import EmbeddedBroker, free_port
+from connectors.kafka_config import KafkaConfig
+from connectors.topics import create_topics
 from state.timeutil import format_duration, format_ms
 
 from .demo_messages import Trigger, demo_campaigns_yaml, describe_message, format_latency, message_latency, percentiles
@@ -370,7 +372,7 @@ class Demo:
 
     def run(self) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="espresso-demo-"))
-        broker, flow = None, None
+        broker, flow, kafka, created = None, None, None, False
         external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
         campaigns = not self.s.no_campaigns
         try:
@@ -387,7 +389,10 @@ class Demo:
                 topics = Topics("contact-events", "segment-changes", "contact-events-dlq",
                                 *(("retargeting-messages", "retargeting-decisions") if campaigns else ()))
                 self.say(f"espresso demo: embedded broker (tansu, in memory) at {bootstrap}")
-            self._create_topics(bootstrap, topics)
+            # Every client of the demo from the one factory: a secured cluster works as for `run`.
+            kafka = KafkaConfig.from_env(bootstrap, os.environ, client_id="espresso-demo")
+            create_topics(kafka, topics.partitions())
+            created = True
             segments = workdir / "demo-segments.yaml"
             segments.write_text(demo_segments_yaml(self.window, self.after, self.expires))
             camps = None
@@ -405,7 +410,7 @@ class Demo:
                 self.say(f"espresso demo: built-in campaigns with every duration x {self.window}/72h, each message "
                          f"printed as it is read from {topics.messages}; campaigns: {camps}")
             self.say()
-            self._loop(bootstrap, topics, flow)
+            self._loop(kafka, topics, flow)
         except KeyboardInterrupt:
             pass
         finally:
@@ -413,8 +418,8 @@ class Demo:
             code = self._stop_flow(flow)
             if broker is not None:
                 broker.stop()
-            elif external:
-                self._delete_topics(external, topics)
+            elif created:
+                self._delete_topics(kafka, topics)
             self._summary(code, topics if flow is not None else None)
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
@@ -426,17 +431,11 @@ class Demo:
             return -1
         return port if port > 0 and _port_free(port) else free_port()
 
-    def _create_topics(self, bootstrap: str, topics: Topics) -> None:
-        from connectors.kafka_config import KafkaConfig
-        from connectors.topics import create_topics
-
-        create_topics(KafkaConfig.from_env(bootstrap, os.environ), topics.partitions())
-
-    def _delete_topics(self, bootstrap: str, topics: Topics) -> None:
+    def _delete_topics(self, kafka: KafkaConfig, topics: Topics) -> None:
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin = AdminClient(kafka.admin())
             for f in admin.delete_topics([t for t in topics if t]).values():
                 f.result(10)
         except Exception:  # noqa: BLE001
@@ -474,10 +473,10 @@ class Demo:
                 flow.wait()
         return flow.returncode
 
-    def _producer_thread(self, bootstrap: str, topic: str) -> None:
+    def _producer_thread(self, kafka: KafkaConfig, topic: str) -> None:
         from confluent_kafka import Producer
 
-        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        p = Producer(kafka.producer())
         interval = 1.0 / self.s.rate
         nxt = time.monotonic()
         while not self.stop.is_set():
@@ -504,19 +503,16 @@ class Demo:
     def rng_interval(self, mean: float) -> float:
         return self.traffic.rng.expovariate(1.0 / mean)
 
-    def _loop(self, bootstrap: str, topics: Topics, flow: subprocess.Popen) -> None:
+    def _loop(self, kafka: KafkaConfig, topics: Topics, flow: subprocess.Popen) -> None:
         from confluent_kafka import Consumer, TopicPartition
-        from confluent_kafka.admin import AdminClient
 
         from connectors.consume import next_batch
 
-        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "espresso-demo-printer",
-                             "enable.auto.commit": False, "fetch.wait.max.ms": 20})
-        consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
+        consumer = Consumer(kafka.consumer("espresso-demo-printer"))
+        md = consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
         read = [t for t in (topics.changes, topics.dlq, topics.messages, topics.decisions) if t]
         consumer.assign([TopicPartition(t, p, 0) for t in read for p in md.topics[t].partitions])
-        producer = threading.Thread(target=self._producer_thread, args=(bootstrap, topics.events),
+        producer = threading.Thread(target=self._producer_thread, args=(kafka, topics.events),
                                     name="demo-traffic", daemon=True)
         producer.start()
         self.t0 = time.monotonic()
