@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import orjson
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -263,6 +265,17 @@ def by_id(records: Iterable[dict]) -> dict[str, dict]:
         prev = out.setdefault(r["change_id"], r)
         assert prev == r, f"two different changes share change_id {r['change_id']}: {prev} != {r}"
     return out
+
+
+def builtin_campaigns_allowing_stale(tmp: Path) -> Path:
+    """The built-in campaigns, allowed to fire on old changes: test events are weeks behind the
+    wall clock, and live would otherwise skip every message as stale (replay does not judge)."""
+    doc = yaml.safe_load(resources.files("state").joinpath("builtin/campaigns-espresso.yaml").read_text())
+    for c in doc["campaigns"]:
+        c["allow_stale"] = True
+    path = tmp / f"campaigns-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def write_segments(tmp: Path, text: str) -> Path:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
 
 import orjson
 import pytest
-import yaml
 
-from tests.integration.live import D, produce, read_all, run_to_end, shop_events, tick
+from tests.integration.live import D, builtin_campaigns_allowing_stale, produce, read_all, run_to_end, shop_events, tick
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_790_000_000_000
 SPAN = 6 * D
 PARTS = 2
-
-
-def _campaigns_file(tmp_path):
-    """The built-in campaigns, allowed to fire on old changes (these events are weeks old)."""
-    doc = yaml.safe_load(resources.files("state").joinpath("builtin/campaigns-espresso.yaml").read_text())
-    for c in doc["campaigns"]:
-        c["allow_stale"] = True
-    path = tmp_path / "campaigns.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def test_live_messages_and_decisions_equal_replay(kafka_bootstrap, kafka_topic_factory, tmp_path):
@@ -40,7 +28,7 @@ def test_live_messages_and_decisions_equal_replay(kafka_bootstrap, kafka_topic_f
     ticks = [tick(p, T0 + SPAN + 20 * D) for p in range(PARTS)]
     for p, t in enumerate(ticks):
         produce(kafka_bootstrap, events_t, [t], partition=p)
-    camps = _campaigns_file(tmp_path)
+    camps = builtin_campaigns_allowing_stale(tmp_path)
     run_to_end(tmp_path, kafka_bootstrap, (events_t, changes_t, dlq_t), "--campaigns", str(camps),
                "--messages-topic", msg_t, "--decisions-topic", dec_t, "--allowed-lateness", "0s")
 

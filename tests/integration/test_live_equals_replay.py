@@ -14,11 +14,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from importlib import resources
 
 import orjson
 import pytest
-import yaml
 from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
@@ -26,7 +24,8 @@ from hypothesis import strategies as st
 from state.timeutil import parse_ts
 from tests.integration.adversarial import (D, T0, Case, adversarial_cases, adversarial_stream, future_events,
                                            invalid_lines, last_ts, without_future)
-from tests.integration.live import Espresso, by_id, produce, read_all, replay_outputs, run_to_end, tick
+from tests.integration.live import (Espresso, builtin_campaigns_allowing_stale, by_id, produce, read_all,
+                                    replay_outputs, run_to_end, tick)
 
 pytestmark = pytest.mark.integration
 
@@ -230,17 +229,6 @@ def test_sigkill_restarts_while_streaming_live_equals_replay(kafka_bootstrap, ka
 
 
 # -- d. campaigns ----------------------------------------------------------------------------
-def _builtin_campaigns_allowing_stale(tmp_path):
-    """The built-in campaigns, allowed to fire on old changes: these events are weeks behind the
-    wall clock, and live would otherwise skip every message as stale (replay does not judge)."""
-    doc = yaml.safe_load(resources.files("state").joinpath("builtin/campaigns-espresso.yaml").read_text())
-    for c in doc["campaigns"]:
-        c["allow_stale"] = True
-    path = tmp_path / "campaigns.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 #: Processing-time fields: live knows when it decided, replay does not.
 PROCESSING_TIME = ("processed_at", "decided_at", "stale")
 
@@ -259,7 +247,7 @@ def test_campaigns_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_
     produce(kafka_bootstrap, events_t, stream)
     end = last_ts(stream) + 20 * D  # checkout-open lasts 14 d; deferred messages wait up to 12 h
     ticks = _ticks(kafka_bootstrap, events_t, parts, end)
-    camps = _builtin_campaigns_allowing_stale(tmp_path)
+    camps = builtin_campaigns_allowing_stale(tmp_path)
     run_to_end(tmp_path, kafka_bootstrap, (events_t, changes_t, dlq_t), "--campaigns", str(camps),
                "--messages-topic", msg_t, "--decisions-topic", dec_t, "--batch-size", "7")
 
