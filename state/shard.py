@@ -291,7 +291,7 @@ class Shard:
             del self.pending[row]
             self._evaluate(row, clock_col[row], p, out)
         t = sched_col[row]
-        while t < x and row not in self.pending:
+        while t < x:  # a timer is never before the contact's clock, so never before a pending event
             clock_col[row] = t
             self._evaluate(row, t, self._time_cause, out)
             t = sched_col[row]

@@ -103,7 +103,7 @@ class CampaignEngine:
     """Campaign decisions for the contacts of one shard.
 
     Per batch, call `process(shard, events, watermark, now_ms=..., settled=...)` instead of
-    `shard.apply` + `shard.advance` (+ `shard.flush`): it returns the shard's changes and
+    `shard.apply` + `shard.advance`: it returns the shard's changes and
     the campaign outputs. `next_due()` joins `shard.next_due()` for timers; `snapshot()`
     goes with `shard.snapshot()`.
     """
@@ -196,12 +196,12 @@ class CampaignEngine:
 
     # -- the batch step a flow calls ------------------------------------------------
     def process(self, shard: Shard, events: Sequence[Event], watermark: int, *, now_ms: int | None = None,
-                flush: bool = False, settled: int | None = None) -> tuple[list[Change], list[Output]]:
-        """Apply `events` to `shard`, advance both to `watermark` (and flush the shard if asked).
+                settled: int | None = None) -> tuple[list[Change], list[Output]]:
+        """Apply `events` to `shard`, advance both to `watermark` (contacts settled by `settled`).
 
         Returns (segment changes, campaign outputs). The changes are exactly those of
-        `shard.apply(events)`, `shard.advance(watermark, settled)` (and `shard.flush()`): the
-        shard is only advanced in between to instants no remaining event of the batch precedes.
+        `shard.apply(events)` and `shard.advance(watermark, settled)`: the shard is only
+        advanced in between to instants no remaining event of the batch precedes.
         `now_ms` is the wall clock in live mode (staleness guard), None in replay.
         """
         self._check(shard)
@@ -249,8 +249,6 @@ class CampaignEngine:
         if start < len(events):
             self._take(shard.apply(events[start:] if start else events), shard, now_ms, changes, out)
         self._take(shard.advance(watermark, settled), shard, now_ms, changes, out)
-        if flush:
-            self._take(shard.flush(), shard, now_ms, changes, out)
         out.extend(self.advance(watermark, shard, now_ms))
         if watermark > self.settled:
             self.settled = watermark

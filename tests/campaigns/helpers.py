@@ -40,19 +40,19 @@ class Rig:
         self.out: list[Decision | Message] = []
         self._n = 0
 
-    def feed(self, events: Iterable[Event], watermark: int | None = None, flush: bool = False) -> list:
+    def feed(self, events: Iterable[Event], watermark: int | None = None, settled: int | None = None) -> list:
         events = list(events)
         if events:
             self.frontier = max(self.frontier, max(e.ts for e in events))
         wm = self.frontier if watermark is None else watermark
-        changes, out = self.engine.process(self.shard, events, wm, now_ms=self.now_ms, flush=flush)
+        changes, out = self.engine.process(self.shard, events, wm, now_ms=self.now_ms, settled=settled)
         self.changes += changes
         self.out += out
         return out
 
     def until(self, t: int) -> list:
         """Let event time run to `t` inclusive (like the end of `espresso replay`)."""
-        return self.feed([], t + 1, flush=True)
+        return self.feed([], t + 1, settled=t)
 
     def restore(self) -> None:
         """Pickle both snapshots and continue from copies, as after a crash."""

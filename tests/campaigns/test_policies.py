@@ -493,12 +493,13 @@ def test_builtin_espresso_campaigns_end_to_end():
 
 # -- live mode --------------------------------------------------------------------------------------
 
-def test_live_flush_sends_before_the_watermark_passes():
-    """Live: with flush, an entry is decided as soon as its event is in (latency), not when the watermark passes it."""
+def test_live_settled_sends_before_the_watermark_passes():
+    """Live: once its instant is settled, an entry is decided as soon as its event is in (latency), not when
+    the watermark passes it."""
     c = camps(camp("em"))
     rig = Rig(c, now_ms=T0 + H + 200)
     events = subscribe(rig, "c1", T0, "email") + [rig.ev("c1", "email_open", T0 + H)]
-    out = rig.feed(events, watermark=T0 + H - 60_000, flush=True)  # allowed lateness 60 s
+    out = rig.feed(events, watermark=T0 + H - 60_000, settled=T0 + H)  # allowed lateness 60 s, caught up
     assert [(type(o).__name__, o.due_at) for o in out] == [("Message", T0 + H)]
 
 
