@@ -12,7 +12,7 @@ partitions and shards are spread over all workers. See docs/live.md.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -90,22 +90,27 @@ def check_topics(rc: RunConfig) -> dict[str, int]:
     return ensure_topics(rc.kafka, specs, rc.create_topics, rc.partitions)
 
 
-def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None):
+def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None, metrics: Any = None):
+    """The live dataflow; its source, sinks and shards all record on `metrics` (an
+    `EspressoMetrics`, the process's own by default)."""
     from connectors.kafka_sink import KafkaChangeSink, KafkaDeadLetterSink, KafkaRecordSink
     from connectors.kafka_source import KafkaEventSource
+    from metrics.registry import get_metrics
 
     from .segments import build_flow
 
-    cfg = cfg or rc.flow_config()
+    m = metrics or get_metrics()
+    cfg = replace(cfg or rc.flow_config(), metrics=m)
     source = KafkaEventSource(rc.kafka, rc.input_topic, group_id=rc.group_id, batch_size=rc.batch_size,
-                              stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000)
+                              stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000, metrics=m)
     durable = rc.recovery_dir is not None  # flush at each epoch only when epochs are committed
     extra = {}
     if cfg.campaigns is not None:
-        extra = {"messages": KafkaRecordSink(rc.kafka, rc.messages_topic, flush_on_snapshot=durable),
-                 "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable)}
-    return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable),
-                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable), "espresso", **extra)
+        extra = {"messages": KafkaRecordSink(rc.kafka, rc.messages_topic, flush_on_snapshot=durable, metrics=m),
+                 "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable, metrics=m)}
+    return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable, metrics=m),
+                      KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable, metrics=m), "espresso",
+                      **extra)
 
 
 def prepare_recovery(rc: RunConfig) -> Any:
