@@ -13,23 +13,44 @@ What the stream looks like (same seed and parameters, same bytes):
   contacts sign up in the first 12 h of the stream (existing audience), the rest over the
   period. Some later unsubscribe (email 5%, sms 8%, push 6%; reasons `user_request`,
   `bounce`, `spam_complaint`, `stop_keyword`), a few email unsubscribers re-subscribe.
-* A `profile_updated` (first_name, email/phone, country, timezone) follows sign-up by
-  0.2-3 s; ~20% of contacts update their profile later.
+* A `profile_updated` (first_name, email/phone, country, timezone and, for ~70% of
+  contacts, `birthday`) follows sign-up by 0.2-3 s. A birthday is `"MM-DD"` (~60%) or
+  `"YYYY-MM-DD"` (years 1950-2006), uniform over the calendar, valid dates only (so a few
+  `02-29`: any year for `MM-DD`, leap years for full dates). ~20% of contacts update their
+  profile later: `first_name` (~55%), `birthday` (~43%) or, for ~2% of those updates, a
+  move to another `timezone` (with its `country` when that differs).
 * Email campaigns (Tue/Thu 09:00 and Sat 10:00 UTC), sms campaigns (Mon 17:00, Fri 16:00
   UTC) and push campaigns (Mon/Wed/Fri/Sat/Sun 18:30 UTC) produce bursts of `email_open`,
   `sms_click`, `push_open` (most within minutes, a long tail over two days); ~80% of
   `email_click`s follow an open by seconds (4% in the same millisecond). Automated emails
   (welcome, cart reminder, ...) are opened at random times.
 * `app_open` (30% of push opens have an `app_open` in the same millisecond),
-  `product_viewed` (a type the built-in segments do not use), `checkout_started` with items
-  (product_id, collection_ids such as `dogs`/`cats`, quantity, price), ~45% followed by an
-  `order_placed` (same items, order_id, value, currency) 20 s to 45 min later, the rest
-  abandoned. ~0.4% of orders have an `email_open` of the same contact in the same
-  millisecond (before or after it in the file).
+  `product_viewed` (product_id, collection_ids, price; 60% seconds to minutes after an app
+  open or a click), `added_to_cart` (product_id, price, quantity) of a viewed product 5 s to
+  10 min after the view (25% of views have one), `checkout_started` with items (product_id,
+  collection_ids such as `dogs`/`cats`, quantity, price; ~70% 30 s to 30 min after an
+  `added_to_cart` of their first item), ~45% followed by an `order_placed` (same items,
+  order_id, value, currency) 20 s to 45 min later, the rest abandoned. Prices are in the
+  contact's currency (the same product has the same price in a contact's view, cart and
+  checkout). ~0.4% of orders have an `email_open` of the same contact in the same
+  millisecond (before or after it in the file). Of the shop events, the built-in espresso
+  segments use only `order_placed`; the built-in campaigns' `checkout-open` segment also
+  uses `checkout_started`.
 * Random-time activity follows a daily rhythm (local hours of the country mix: quiet at
   night, peaks around noon and in the evening).
 * `ts` is ISO-8601 UTC with milliseconds and `Z` for most events, integer epoch ms for
-  ~50% of app/push/product-view events (a mobile SDK) and ~3% of the others.
+  ~50% of app/push/product-view/cart events (a mobile SDK) and ~3% of the others.
+* Activity mix (share of the events after sign-up consents and profiles): email_open 36%,
+  email_click 9%, sms_click 3.5%, push_open 5%, app_open ~9.6%, product_viewed 22%,
+  added_to_cart 5.5%, checkout_started 6.5%, order_placed 2.9%.
+
+Version 2 (GEN_VERSION; the bench caches streams by it) adds to version 1: `birthday` at
+sign-up and the v2 birthday format (v1: ~8% of contacts, a later `YYYY-MM-DD` with days
+1-28), `added_to_cart`, checkouts after carts, prices in the contact's currency (v1:
+product views in EUR), timezone moves in ~2% of later profile updates (v1: 30% changed
+country and timezone), and a new activity mix: the messaging shares are v1's, the shop
+funnel is realistic (v1: product_viewed 12%, app_open 20%, checkout_started 10%,
+order_placed 4.5%). The same parameters give a different stream than v1.
 
 Noise (flag-controlled): ~0.1% exact duplicate lines (a redelivered line 1-20 lines after
 the original, so slightly late) and ~0.05% invalid lines (not JSON, not an object,
@@ -50,7 +71,7 @@ import math
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from operator import itemgetter
 from pathlib import Path
 from typing import Iterator
@@ -60,7 +81,7 @@ import orjson
 __all__ = ["generate", "events", "GEN_VERSION", "DEFAULTS", "parse_start", "write_stream"]
 
 #: Bump when the output for given parameters changes (the harness caches by it).
-GEN_VERSION = 1
+GEN_VERSION = 2
 
 DEFAULTS = {
     "contacts": 100_000,
@@ -79,14 +100,19 @@ DAY = 24 * HOUR
 WINDOW = 72 * HOUR
 
 # Event kinds (index into TYPES).
-CONSENT, PROFILE, OPEN, CLICK, SMS, PUSH, APP, VIEW, CHECKOUT, ORDER = range(10)
+CONSENT, PROFILE, OPEN, CLICK, SMS, PUSH, APP, VIEW, CHECKOUT, ORDER, CART = range(11)
 TYPES = ("consent_changed", "profile_updated", "email_open", "email_click", "sms_click",
-         "push_open", "app_open", "product_viewed", "checkout_started", "order_placed")
+         "push_open", "app_open", "product_viewed", "checkout_started", "order_placed", "added_to_cart")
 #: Probability that an event's ts is integer epoch ms instead of an ISO string.
-INT_TS = (0.03, 0.03, 0.03, 0.03, 0.03, 0.5, 0.5, 0.5, 0.03, 0.03)
+INT_TS = (0.03, 0.03, 0.03, 0.03, 0.03, 0.5, 0.5, 0.5, 0.03, 0.03, 0.5)
 
-# Share of activity events (everything but consent/profile) by kind.
-MIX = {OPEN: 0.36, CLICK: 0.09, SMS: 0.035, PUSH: 0.05, APP: 0.20, VIEW: 0.12, CHECKOUT: 0.10, ORDER: 0.045}
+# Share of activity events (everything but consent/profile) by kind; app_open takes the
+# rounding remainder. The messaging kinds the built-in segments use have v1's shares; the
+# shop funnel is views > carts (25% of views) > checkouts (~70% after a cart) > orders (45%).
+MIX = {OPEN: 0.36, CLICK: 0.09, SMS: 0.035, PUSH: 0.05, APP: 0.096, VIEW: 0.22, CART: 0.055, CHECKOUT: 0.065,
+       ORDER: 0.029}
+#: Share of checkouts that follow an `added_to_cart` of their first item.
+CHECKOUT_AFTER_CART = 0.7
 
 # code, weight, timezone, UTC offset (h, winter), currency, phone prefix
 COUNTRIES = (
@@ -115,6 +141,11 @@ CAMPAIGN_SLUGS = ("new-arrivals", "dog-treats", "cat-toys", "winter-sale", "blac
                   "free-shipping", "puppy-starter", "kitten-starter", "advent-calendar", "gift-guide")
 AUTO_FLOWS = ("flow-welcome", "flow-browse-abandonment", "flow-cart-reminder", "flow-winback",
               "flow-order-follow-up")
+
+# Birthdays: "MM-DD" over a leap year's calendar (02-29 included) or a "YYYY-MM-DD" date.
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+BIRTHDAY_MD = tuple(f"{m + 1:02d}-{d + 1:02d}" for m in range(12) for d in range(_MONTH_DAYS[m]))
+BIRTHDAY_FIRST, BIRTHDAY_LAST = date(1950, 1, 1).toordinal(), date(2006, 12, 31).toordinal()
 
 _MASK48 = (1 << 48) - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -258,7 +289,22 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
     email_reasons = (("double_opt_in", 0.45), ("signup_form", 0.25), ("checkout", 0.15))
     sms_reasons = (("checkout", 0.4), ("keyword", 0.3), ("double_opt_in", 0.1))
     unsub_reasons = (("user_request", 0.6), ("bounce", 0.15), ("spam_complaint", 0.05))
-    n_unsub = 0
+    n_md, n_bday_span = len(BIRTHDAY_MD), BIRTHDAY_LAST - BIRTHDAY_FIRST + 1
+    bday_stats = {"at_signup": 0, "later_updates": 0, "month_day": 0, "full_date": 0, "feb_29": 0}
+
+    def birthday() -> str:
+        """60% "MM-DD", else "YYYY-MM-DD" (1950-2006); uniform over the calendar, valid dates only."""
+        if r() < 0.6:
+            bday_stats["month_day"] += 1
+            b = BIRTHDAY_MD[int(r() * n_md)]
+        else:
+            bday_stats["full_date"] += 1
+            b = date.fromordinal(BIRTHDAY_FIRST + int(r() * n_bday_span)).isoformat()
+        if b.endswith("02-29"):
+            bday_stats["feb_29"] += 1
+        return b
+
+    n_unsub = n_later = n_tz_change = 0
     for c in range(n):
         s = signup[c]
         has_email, has_sms, has_push = r() < 0.9, r() < 0.3, r() < 0.25
@@ -296,6 +342,9 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
                     consent(at(tu + MIN, t_end), c, "email", "subscribed", "double_opt_in")
                     n_unsub += 1
         props = {"first_name": name, "country": ctry[0], "timezone": ctry[2]}
+        if r() < 0.7:
+            props["birthday"] = birthday()
+            bday_stats["at_signup"] += 1
         if has_email:
             props["email"] = f"{name.lower()}.{_obf(c, 11) % 100000}@example.com"
         if has_sms:
@@ -303,12 +352,16 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
         tp = min(s + 200 + int(r() * 2800), t_end - 1)
         add((tp * 4 + 1, PROFILE, c, props))
         if r() < 0.2 and s + 2 * HOUR < t_end:
+            n_later += 1
             x = r()
-            if x < 0.4:
-                upd = {"birthday": f"{1950 + int(r() * 55)}-{1 + int(r() * 12):02d}-{1 + int(r() * 28):02d}"}
-            elif x < 0.7:
-                o = COUNTRIES[int(r() * len(COUNTRIES))]
-                upd = {"country": o[0], "timezone": o[2]}
+            if x < 0.02:  # moved: a timezone different from the sign-up one (and its country if that differs)
+                k = int(r() * (len(COUNTRIES) - 1))
+                o = COUNTRIES[k + (k >= country[c])]
+                upd = {"timezone": o[2]} if o[0] == ctry[0] else {"country": o[0], "timezone": o[2]}
+                n_tz_change += 1
+            elif x < 0.45:
+                upd = {"birthday": birthday()}
+                bday_stats["later_updates"] += 1
             else:
                 upd = {"first_name": FIRST_NAMES[int(r() * len(FIRST_NAMES))]}
             add((at(s + HOUR, t_end) * 4 + 1, PROFILE, c, upd))
@@ -369,6 +422,8 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
     # Orders first: the open+order same-millisecond ties come out of the open budget.
     catalog = _catalog(rng)
     n_cat = len(catalog)
+    # Prices in each country's currency (views, carts and checkouts of a contact agree).
+    local_price = [[round(price * FX[ctry[4]], 2) for _, _, price in catalog] for ctry in COUNTRIES]
     checkouts: list[tuple[int, int, dict]] = []
     clicks: list[tuple[int, int]] = []
 
@@ -446,29 +501,53 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
     # product views: 60% a few seconds to minutes after an app open or a click
     sources = app_opens + clicks
     n_view_follow = int(cnt[VIEW] * 0.6) if sources else 0
+    views: list[tuple[int, int, int]] = []
     for i in range(cnt[VIEW]):
         if i < n_view_follow:
             t, c = sources[int(r() * len(sources))]
             t = min(t + 3 * SEC + int(r() * 3 * MIN), t_end - 1)
         else:
             t, c = random_pick(P_all)
-        add((t * 4 + 1, VIEW, c, int(n_cat * r() ** 2)))
+        v = (t, c, int(n_cat * r() ** 2))
+        views.append(v)
+        add((t * 4 + 1, VIEW, c, v[2]))
 
-    # checkouts: 35% 1-20 min after a click, the rest at random times
-    n_chk_follow = int(cnt[CHECKOUT] * 0.35) if clicks else 0
+    # added to cart: distinct views (25% of them) followed by a cart add of that product 5 s-10 min later
+    carts: list[tuple[int, int, int, int]] = []
+    for k in rng.sample(range(len(views)), cnt[CART]):  # MIX keeps cnt[CART] <= cnt[VIEW]
+        t, c, prod = views[k]
+        t = min(t + 5 * SEC + int(expo(1 / (80 * SEC))) % (595 * SEC), t_end - 1)
+        q = 1 if r() < 0.8 else 2 if r() < 0.75 else 3
+        carts.append((t, c, prod, q))
+        add((t * 4 + 1, CART, c, (prod, q)))
+
+    # checkouts: ~70% 30 s-30 min after a cart add (that product first), then 35% of the rest
+    # 1-20 min after a click, the others at random times
+    n_chk_cart = min(int(cnt[CHECKOUT] * CHECKOUT_AFTER_CART), len(carts))
+    chk_carts = rng.sample(carts, n_chk_cart)
+    n_chk_follow = n_chk_cart + (int((cnt[CHECKOUT] - n_chk_cart) * 0.35) if clicks else 0)
     for i in range(cnt[CHECKOUT]):
-        if i < n_chk_follow:
+        first = None
+        if i < n_chk_cart:
+            t, c, prod, q = chk_carts[i]
+            t = min(t + 30 * SEC + int(expo(1 / (4 * MIN))) % (30 * MIN), t_end - 1)
+            first = (prod, q)
+        elif i < n_chk_follow:
             t, c = clicks[int(r() * len(clicks))]
             t = min(t + MIN + int(r() * 19 * MIN), t_end - 1)
         else:
             t, c = random_pick(P_all)
         cur = COUNTRIES[country[c]][4]
-        fx = FX[cur]
+        prices = local_price[country[c]]
         items, value = [], 0.0
-        for _ in range(1 + (r() < 0.4) + (r() < 0.15) + (r() < 0.05)):
-            pid, cols, price = catalog[int(n_cat * r() ** 2)]
-            q = 1 if r() < 0.8 else 2 if r() < 0.75 else 3
-            p = round(price * fx, 2)
+        for j in range(1 + (r() < 0.4) + (r() < 0.15) + (r() < 0.05)):
+            if j == 0 and first is not None:
+                prod, q = first
+            else:
+                prod = int(n_cat * r() ** 2)
+                q = 1 if r() < 0.8 else 2 if r() < 0.75 else 3
+            pid, cols, _ = catalog[prod]
+            p = prices[prod]
             items.append({"product_id": pid, "collection_ids": cols, "quantity": q, "price": p})
             value += p * q
         props = {"checkout_id": f"chk_{_obf(i, seed):012x}", "value": round(value, 2), "currency": cur,
@@ -520,8 +599,10 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
         elif kind == APP:
             props = {"platform": platform[c]}
         elif kind == VIEW:
-            pid, cols, price = catalog[aux]
-            props = {"product_id": pid, "collection_ids": cols, "price": price}
+            pid, cols, _ = catalog[aux]
+            props = {"product_id": pid, "collection_ids": cols, "price": local_price[country[c]][aux]}
+        elif kind == CART:
+            props = {"product_id": catalog[aux[0]][0], "price": local_price[country[c]][aux[0]], "quantity": aux[1]}
         else:
             props = aux
         type_counts[kind] += 1
@@ -533,6 +614,8 @@ def _build(n_contacts: int, n_events: int, days: float, seed: int, start: str | 
             "contacts": n, "valid_events": len(evs), "unsubscribe_or_resubscribe_events": n_unsub,
             "types": dict(zip(TYPES, type_counts)), "int_ts_events": int_ts,
             "open_order_same_ms": ties, "push_app_same_ms": n_app_ties,
+            "birthdays": bday_stats, "later_profile_updates": n_later, "later_timezone_changes": n_tz_change,
+            "carts_after_view": len(carts), "checkouts_after_cart": n_chk_cart,
             "first_ts_ms": evs[0][0] >> 2 if evs else None, "last_ts_ms": evs[-1][0] >> 2 if evs else None,
             "start_ms": t0, "end_ms": t_end, "until": iso(t_end + WINDOW), "until_ms": t_end + WINDOW,
         })

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from flows.config import DEFAULT_MAX_CLOCK_SKEW_MS
+from state.builtin_names import is_builtin_name
 from state.dedup import DEFAULT_HORIZON
 
 from .settings import (Count, Duration, InputFile, Instant, Opt, OutputFile, TextFile, _campaigns, _output_file,
@@ -35,7 +36,7 @@ class ReplaySettings(BaseModel):
                                                    help="JSONL file for invalid lines with reasons "
                                                         "(default: OUT.dead-letters.jsonl)")] = None
     campaigns: Annotated[str | None, AfterValidator(lambda v: v if v is None else _campaigns(v)), Opt(
-        "--campaigns", metavar="FILE|builtin", help="campaign definitions YAML, or 'builtin': also write every "
+        "--campaigns", metavar="FILE|builtin[:NAME]", help="campaign definitions YAML, or 'builtin': also write every "
         "send decision to OUT.messages.jsonl and OUT.decisions.jsonl", fix="give a campaigns YAML or 'builtin'")] = None
     max_clock_skew: Annotated[Duration, Opt(
         "--max-clock-skew", help="an event stamped further ahead of --until than this goes to the dead letters "
@@ -65,7 +66,7 @@ class ReplaySettings(BaseModel):
     def _paths_do_not_collide(self) -> "ReplaySettings":
         """No output overwrites an input or another output; files beside --out can be written."""
         inputs = {"the events file": self.events, "--segments": self.segments,
-                  "--campaigns": None if self.campaigns in (None, "builtin") else Path(self.campaigns)}
+                  "--campaigns": None if self.campaigns is None or is_builtin_name(self.campaigns) else Path(self.campaigns)}
         seen: dict[object, str] = {_real(p): name for name, p in inputs.items() if p is not None}
         for name, path in self.outputs().items():
             if name.startswith("the "):  # derived from --out: checked like --out, named by it

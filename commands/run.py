@@ -74,7 +74,7 @@ class RunSettings(BaseModel):
                                               help="segment definitions YAML (default: built-in espresso segments)",
                                               fix="give the path of a readable segments YAML")] = None
     campaigns: Annotated[str | None, AfterValidator(lambda v: v if v is None else _campaigns(v)), Opt(
-        "--campaigns", "ESPRESSO_CAMPAIGNS", group=T, metavar="FILE|builtin",
+        "--campaigns", "ESPRESSO_CAMPAIGNS", group=T, metavar="FILE|builtin[:NAME]",
         help="campaign definitions YAML, or 'builtin'; messages go to --messages-topic, decisions to "
              "--decisions-topic", fix="give a campaigns YAML or 'builtin'")] = None
     messages_topic: Annotated[str, Opt("--messages-topic", "ESPRESSO_MESSAGES_TOPIC", group=T,

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Mapping, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 
+from state.builtin_names import is_builtin_name
 from state.errors import ConfigError
 from state.timeutil import parse_duration, parse_ts
 
@@ -99,8 +100,8 @@ def _text_file(value: Path) -> Path:
 
 
 def _campaigns(value: str) -> str:
-    """`builtin`, or a campaigns YAML (checked as any definition file)."""
-    return value if value == "builtin" else str(_text_file(Path(value)))
+    """`builtin` (or `builtin:NAME`), or a campaigns YAML (checked as any definition file)."""
+    return value if is_builtin_name(value) else str(_text_file(Path(value)))
 
 
 def _output_file(value: Path) -> Path:

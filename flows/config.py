@@ -84,5 +84,5 @@ def load_program(segments: Path | None, campaigns: str | Path | None):
     segs = load_segments(segments)
     if campaigns is None:
         return compile_program(segs), None
-    camps = load_campaigns(None if str(campaigns) == "builtin" else campaigns, segs)
+    camps = load_campaigns(campaigns, segs)
     return compile_program(list(camps.segments), camps.required_keep()), camps

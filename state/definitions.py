@@ -21,7 +21,7 @@ from .conditions import (
 from .errors import DefinitionError
 from .timeutil import parse_duration
 
-__all__ = ["load_segments", "parse_segments", "builtin_segments", "load_yaml", "BUILTIN_FILE"]
+__all__ = ["load_segments", "parse_segments", "builtin_segments", "load_yaml", "BUILTIN_FILE", "FilterModel"]
 
 BUILTIN_FILE = "builtin/espresso.yaml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
@@ -56,6 +56,10 @@ class _FilterM(_Strict):
 
     def build(self) -> Filter:
         return Filter(tuple(self.property.split(".")), self.op, self.value)
+
+
+#: The property filter of the segment language, for other definition files (campaign triggers).
+FilterModel = _FilterM
 
 
 class _EventM(_Strict):

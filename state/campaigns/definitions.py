@@ -16,24 +16,29 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..conditions import Segment
-from ..definitions import builtin_segments, load_yaml, parse_segments
+from ..definitions import FilterModel, builtin_segments, load_yaml, parse_segments
+from ..builtin_names import BUILTIN_CAMPAIGN_FILES, is_builtin_name
 from ..errors import DefinitionError
 from ..timeutil import parse_duration
 from .model import (
-    ADDRESS_FIELD, DEFAULT_CAPS, DEFAULT_QUIET_HOURS, Campaign, Campaigns, Cap, Variant,
+    ADDRESS_FIELD, DEFAULT_CAPS, DEFAULT_MAX_RUNS, DEFAULT_QUIET_HOURS, MAX_RUNS, Campaign, Campaigns,
+    Cap, DateTrigger, EventTrigger, ExitRule, Step, Variant,
 )
 from .quiet import zone
 from .templates import CompiledTemplate, compile_template
 
-__all__ = ["load_campaigns", "parse_campaigns", "builtin_campaigns", "BUILTIN_CAMPAIGNS_FILE"]
+__all__ = ["load_campaigns", "parse_campaigns", "builtin_campaigns", "BUILTIN_CAMPAIGNS_FILE", "BUILTIN_FILES",
+           "is_builtin_name"]
 
-BUILTIN_CAMPAIGNS_FILE = "builtin/campaigns-espresso.yaml"
+BUILTIN_FILES = BUILTIN_CAMPAIGN_FILES
+BUILTIN_CAMPAIGNS_FILE = BUILTIN_FILES["espresso"]
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _TOP = ("campaigns", "caps", "default_timezone", "segments", "include_builtin")
 _ITEM_TYPES = ("checkout_started", "order_placed")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$")
 _DOCS = "see docs/campaigns.md"
 
 
@@ -49,8 +54,20 @@ def _duration(v: Any, *, zero: bool = False) -> int:
 
 
 class _TriggerM(_Strict):
-    segment: str
-    on: Literal["enter", "exit"] = "enter"
+    """`{segment: ID, on: enter|exit}`, `{event: TYPE, where: [...]}` or `{date: FIELD, at: "HH:MM"}`."""
+
+    segment: str | None = None
+    on: Literal["enter", "exit"] | None = None
+    event: str | None = None
+    where: list[FilterModel] = []
+    date: str | None = None
+    at: Any = None
+
+
+class _ExitM(_Strict):
+    event: str
+    where: list[FilterModel] = []
+    match: dict[str, str] = {}
 
 
 class _TemplateM(_Strict):
@@ -95,6 +112,19 @@ class _QuietM(_Strict):
         raise ValueError(f"must be a local time HH:MM such as \"21:00\", got {v!r}")
 
 
+class _StepM(_Strict):
+    id: str
+    after: Any
+    template: _TemplateM | None = None
+    variants: list[_VariantM] = []
+    data: dict[str, Any] = {}
+
+    @field_validator("after")
+    @classmethod
+    def _a(cls, v: Any) -> int:
+        return _duration(v, zero=True)
+
+
 class _CampaignM(_Strict):
     id: str
     name: str = ""
@@ -104,6 +134,10 @@ class _CampaignM(_Strict):
     priority: int = 0
     template: _TemplateM | None = None
     variants: list[_VariantM] = []
+    steps: list[_StepM] | None = None
+    exit_when: list[_ExitM] = []
+    run_key: str | None = None
+    max_runs: int | None = None
     fallbacks: dict[str, str | int | float | bool] = {}
     reentry: Any = "once"
     delay: Any = None
@@ -200,15 +234,27 @@ def _fallbacks(m: _CampaignM, file: str, path: str) -> dict[str, Any]:
     return out
 
 
-def _variants(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Variant, ...]:
-    base = m.template or _TemplateM()
-    always = frozenset({"id", ADDRESS_FIELD[m.channel]})
+def _variants(m: Any, channel: str, fallbacks: dict, file: str, path: str,
+              base_template: _TemplateM | None = None, base_data: dict | None = None) -> tuple[Variant, ...]:
+    """The variants of a campaign or of one step (`m` has template, variants and data; a step
+    inherits the campaign's template keys and data it does not give itself)."""
+    if base_template is not None:
+        own = m.template or _TemplateM()
+        m_template = _TemplateM(**{k: getattr(own, k) if getattr(own, k) is not None else getattr(base_template, k)
+                                   for k in ("subject", "body", "html")})
+        has_template = m.template is not None or any(getattr(base_template, k) is not None
+                                                     for k in ("subject", "body", "html"))
+    else:
+        m_template, has_template = m.template, m.template is not None
+    data = {**(base_data or {}), **m.data}
+    base = m_template or _TemplateM()
+    always = frozenset({"id", ADDRESS_FIELD[channel]})
     specs: list[tuple[str, int, _TemplateM, dict, str]] = []
     if not m.variants:
-        if m.template is None:
+        if not has_template:
             raise DefinitionError(file, f"{path}.template", "required",
                                   "give template: {body: ...} (and subject: for email)")
-        specs.append(("", 1, base, dict(m.data), f"{path}.template"))
+        specs.append(("", 1, base, dict(data), f"{path}.template"))
     else:
         seen: set[str] = set()
         for i, v in enumerate(m.variants):
@@ -220,19 +266,19 @@ def _variants(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Var
             merged = _TemplateM(**{k: getattr(over, k) if getattr(over, k) is not None else getattr(base, k)
                                    for k in ("subject", "body", "html")})
             where = f"{vp}.template" if v.template is not None else f"{path}.template"
-            specs.append((v.name, v.weight, merged, {**m.data, **(v.data or {})}, where))
+            specs.append((v.name, v.weight, merged, {**data, **(v.data or {})}, where))
         if sum(s[1] for s in specs) <= 0:
             raise DefinitionError(file, f"{path}.variants", "weights add up to 0", "give at least one variant a weight > 0")
     out = []
     for name, weight, t, data, where in specs:
         if t.body is None:
             raise DefinitionError(file, f"{where}.body", "required", "every message needs a body")
-        if m.channel == "email" and t.subject is None:
+        if channel == "email" and t.subject is None:
             raise DefinitionError(file, f"{where}.subject", "required for email", "give the email a subject")
-        if m.channel == "sms" and (t.subject is not None or t.html is not None):
+        if channel == "sms" and (t.subject is not None or t.html is not None):
             key = "subject" if t.subject is not None else "html"
             raise DefinitionError(file, f"{where}.{key}", f"an SMS has no {key}", f"remove {key}: (SMS is body only)")
-        if m.channel == "push" and t.html is not None:
+        if channel == "push" and t.html is not None:
             raise DefinitionError(file, f"{where}.html", "a push has no html", "remove html: (push has subject as title, and body)")
 
         def comp(key: str, html: bool = False, t: Any = t, where: str = where) -> CompiledTemplate | None:
@@ -245,6 +291,91 @@ def _variants(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Var
     return tuple(out)
 
 
+def _hhmm(v: Any) -> int | None:
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+        return v  # YAML 1.1 reads an unquoted 09:00 as the base-60 number 540
+    if isinstance(v, str) and _HHMM.match(v.strip()):
+        h, mm = v.strip().split(":")
+        return int(h) * 60 + int(mm)
+    return None
+
+
+def _path(v: str, file: str, where: str) -> tuple[str, ...]:
+    if not _PATH.match(v):
+        raise DefinitionError(file, where, f"not a property path: {v!r}",
+                              "name a property of the event, e.g. checkout_id or items.product_id")
+    return tuple(v.split("."))
+
+
+def _trigger(m: _CampaignM, segments: dict[str, Segment], file: str, path: str) -> dict[str, Any]:
+    t, tp = m.trigger, f"{path}.trigger"
+    given = [k for k in ("segment", "event", "date") if getattr(t, k) is not None]
+    if len(given) != 1:
+        raise DefinitionError(file, tp, "needs exactly one of segment:, event: or date:",
+                              "e.g. {segment: email-espresso, on: enter}, {event: order_placed} or {date: birthday, at: \"09:00\"}")
+    kind = given[0]
+    extra = {"segment": ("where", "at"), "event": ("on", "at"), "date": ("on", "where")}[kind]
+    for key in extra:
+        if key in t.model_fields_set:
+            raise DefinitionError(file, f"{tp}.{key}", f"not an option of a {kind} trigger", _DOCS)
+    if kind == "segment":
+        if t.segment not in segments:
+            known = ", ".join(sorted(segments)) or "none"
+            raise DefinitionError(file, f"{tp}.segment", f"unknown segment {t.segment!r}",
+                                  f"use one of the segments the flow runs ({known}) or define it under segments:")
+        return {"segment": t.segment, "on": t.on or "enter"}
+    if kind == "event":
+        if not t.event or not _FIELD.match(t.event):
+            raise DefinitionError(file, f"{tp}.event", f"not an event type: {t.event!r}", "e.g. event: order_placed")
+        return {"segment": None, "on": "", "event": EventTrigger(t.event, tuple(f.build() for f in t.where))}
+    if not _FIELD.match(t.date or ""):
+        raise DefinitionError(file, f"{tp}.date", f"not a profile field: {t.date!r}", "e.g. date: birthday")
+    at = _hhmm(t.at)
+    if at is None:
+        raise DefinitionError(file, f"{tp}.at", f"must be a local time HH:MM such as \"09:00\", got {t.at!r}",
+                              "give the local time of the yearly message, e.g. at: \"09:00\"")
+    return {"segment": None, "on": "", "date": DateTrigger(t.date, at)}
+
+
+def _exits(m: _CampaignM, trig: dict, file: str, path: str) -> tuple[ExitRule, ...]:
+    out = []
+    for i, x in enumerate(m.exit_when):
+        xp = f"{path}.exit_when[{i}]"
+        if not _FIELD.match(x.event):
+            raise DefinitionError(file, f"{xp}.event", f"not an event type: {x.event!r}", "e.g. event: order_placed")
+        if x.match and "event" not in trig:
+            raise DefinitionError(file, f"{xp}.match", "only an event trigger has properties to match",
+                                  "remove match: (any such event ends the run), or trigger the campaign on an event")
+        pairs = tuple((_path(k, file, f"{xp}.match.{k}"), _path(v, file, f"{xp}.match.{k}")) for k, v in x.match.items())
+        out.append(ExitRule(x.event, tuple(f.build() for f in x.where), pairs))
+    return tuple(out)
+
+
+def _steps(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Step, ...]:
+    if m.steps is None:
+        return (Step("", m.delay, _variants(m, m.channel, fallbacks, file, path)),)
+    if "delay" in m.model_fields_set and m.delay:
+        raise DefinitionError(file, f"{path}.delay", "a campaign with steps has no delay",
+                              "give each step its own after: (counted from the trigger)")
+    if not m.steps:
+        raise DefinitionError(file, f"{path}.steps", "must be a non-empty list", "add '- {id: ..., after: 0s, ...}' steps")
+    base = m.template or _TemplateM()
+    out: list[Step] = []
+    for i, st in enumerate(m.steps):
+        sp = f"{path}.steps[{i}]"
+        if not _ID.match(st.id):
+            raise DefinitionError(file, f"{sp}.id", f"invalid step id {st.id!r}",
+                                  "use lowercase letters, digits, '-', '_' or '.', e.g. id: thanks")
+        if any(o.id == st.id for o in out):
+            raise DefinitionError(file, f"{sp}.id", f"duplicate step id {st.id!r}", "give every step its own id")
+        if out and st.after < out[-1].after_ms:
+            raise DefinitionError(file, f"{sp}.after", "steps must be listed in the order of their after:",
+                                  "sort the steps by after: (all count from the trigger)")
+        variants = _variants(st, m.channel, fallbacks, file, sp, base_template=base, base_data=m.data)
+        out.append(Step(st.id, st.after, variants))
+    return tuple(out)
+
+
 def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> Campaign:
     if not isinstance(node, dict):
         raise DefinitionError(file, path, "a campaign is a mapping with id, trigger, channel and template", _DOCS)
@@ -252,12 +383,19 @@ def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> 
     if not _ID.match(m.id):
         raise DefinitionError(file, f"{path}.id", f"invalid campaign id {m.id!r}",
                               "use lowercase letters, digits, '-', '_' or '.', e.g. id: email-espresso-resend")
-    if m.trigger.segment not in segments:
-        known = ", ".join(sorted(segments)) or "none"
-        raise DefinitionError(file, f"{path}.trigger.segment", f"unknown segment {m.trigger.segment!r}",
-                              f"use one of the segments the flow runs ({known}) or define it under segments:")
+    trig = _trigger(m, segments, file, path)
+    if m.run_key is not None and "event" not in trig:
+        raise DefinitionError(file, f"{path}.run_key", "only an event trigger has properties to name runs",
+                              "remove run_key:, or trigger the campaign on an event")
+    run_key = None if m.run_key is None else _path(m.run_key, file, f"{path}.run_key")
+    exits = _exits(m, trig, file, path)
     fallbacks = _fallbacks(m, file, path)
-    variants = _variants(m, fallbacks, file, path)
+    steps = _steps(m, fallbacks, file, path)
+    legacy = m.steps is None and trig["segment"] is not None
+    if m.max_runs is not None and not 1 <= m.max_runs <= MAX_RUNS:
+        raise DefinitionError(file, f"{path}.max_runs", f"must be between 1 and {MAX_RUNS}, got {m.max_runs}",
+                              f"open runs per contact are bounded; the default is {DEFAULT_MAX_RUNS}")
+    max_runs = m.max_runs or (1 if trig["segment"] is not None else DEFAULT_MAX_RUNS)
     if "quiet_hours" in m.model_fields_set:
         quiet = None if m.quiet_hours in (None, False) else (m.quiet_hours.start, m.quiet_hours.end)
     else:
@@ -268,15 +406,18 @@ def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> 
     reentry, reentry_ms = m.reentry
     if len(set(m.products_from)) != len(m.products_from):
         raise DefinitionError(file, f"{path}.products_from", "listed twice", "list each event type once")
-    templates = [t for v in variants for t in (v.subject, v.body, v.html) if t is not None]
+    templates = [t for st in steps for v in st.variants for t in (v.subject, v.body, v.html) if t is not None]
     fields = frozenset().union(*(t.info.contact_fields for t in templates))
+    uses_products = any(t.info.uses_products for t in templates)
     return Campaign(
-        id=m.id, name=m.name or m.id, segment=m.trigger.segment, on=m.trigger.on, channel=m.channel,
-        priority=m.priority, variants=variants, fallbacks=fallbacks, reentry=reentry,
-        reentry_ms=reentry_ms, delay_ms=m.delay, quiet=quiet, cap_policy=m.caps,
+        id=m.id, name=m.name or m.id, segment=trig["segment"], on=trig["on"], channel=m.channel,
+        priority=m.priority, variants=steps[0].variants, fallbacks=fallbacks, reentry=reentry,
+        reentry_ms=reentry_ms, delay_ms=steps[0].after_ms if legacy else 0, quiet=quiet, cap_policy=m.caps,
         max_defer_ms=m.max_defer, max_staleness_ms=m.max_staleness, allow_stale=m.allow_stale,
         products_from=tuple(m.products_from), contact_fields=fields | frozenset(fallbacks),
-        uses_products=any(t.info.uses_products for t in templates),
+        uses_products=uses_products, steps=steps, event=trig.get("event"), date=trig.get("date"), exits=exits,
+        run_key=run_key, max_runs=max_runs, sequence=not legacy,
+        uses_trigger_items=uses_products and "event" in trig,
     )
 
 
@@ -358,19 +499,40 @@ def parse_campaigns(doc: Any, file: str, segments: list[Segment] | None = None, 
 
 def load_campaigns(path: str | Path | None, segments: list[Segment] | None = None, *,
                    default_timezone: str | None = None) -> Campaigns:
-    """Campaigns from a file, or the built-in espresso campaigns when `path` is None."""
-    if path is None:
-        return builtin_campaigns(segments, default_timezone=default_timezone)
+    """Campaigns from a file, or built-in ones: every built-in file when `path` is None or
+    `builtin`, one with `builtin:NAME`."""
+    if path is None or is_builtin_name(str(path)):
+        name = None if path is None or str(path) == "builtin" else str(path)[8:]
+        return builtin_campaigns(segments, default_timezone=default_timezone, names=None if name is None else (name,))
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise DefinitionError(str(p), "", f"cannot read: {exc.strerror}", "check the path") from None
+    except UnicodeDecodeError:
+        raise DefinitionError(str(p), "", "not UTF-8 text", "save the file as UTF-8") from None
     return parse_campaigns(load_yaml(text, str(p)), str(p), segments, default_timezone=default_timezone, text=text)
 
 
-def builtin_campaigns(segments: list[Segment] | None = None, *, default_timezone: str | None = None) -> Campaigns:
-    """The espresso campaigns of seed 000 plus an abandoned-checkout reminder (docs/campaigns.md)."""
-    text = resources.files("state").joinpath(BUILTIN_CAMPAIGNS_FILE).read_text(encoding="utf-8")
-    return parse_campaigns(load_yaml(text, BUILTIN_CAMPAIGNS_FILE), BUILTIN_CAMPAIGNS_FILE, segments,
-                           default_timezone=default_timezone, text=text)
+def builtin_campaigns(segments: list[Segment] | None = None, *, default_timezone: str | None = None,
+                      names: tuple[str, ...] | None = None) -> Campaigns:
+    """The built-in campaigns (docs/campaigns.md): the espresso campaigns of seed 000 and the
+    shop automations of seeds 002-004; `names` picks some of BUILTIN_FILES (default: all).
+    Caps and the default time zone come from the first file."""
+    out: Campaigns | None = None
+    for name in names or tuple(BUILTIN_FILES):
+        file = BUILTIN_FILES[name]
+        text = resources.files("state").joinpath(file).read_text(encoding="utf-8")
+        known = list(out.segments) if out is not None else segments
+        c = parse_campaigns(load_yaml(text, file), file, known, default_timezone=default_timezone, text=text)
+        if out is None:
+            out = c
+            continue
+        clash = next((x.id for x in c.campaigns if x.id in out.by_id), None)
+        if clash is not None:
+            raise DefinitionError(file, "campaigns", f"campaign {clash!r} is also in {out.file}", "rename one")
+        fingerprint = hashlib.sha256((out.fingerprint + c.fingerprint).encode()).hexdigest()[:16]
+        out = Campaigns(out.campaigns + c.campaigns, out.caps, out.default_timezone, c.segments,
+                        f"{out.file}+{file}", fingerprint)
+    assert out is not None
+    return out

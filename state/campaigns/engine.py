@@ -1,16 +1,23 @@
-"""The campaign policy engine: what to send and when, decided in event time.
+"""The campaign engine: runs of campaigns, decided step by step in event time.
 
-One `CampaignEngine` lives beside each `Shard` and shares its event-time watermark. It
-turns segment changes into messages and decision records; every rule below depends only
-on the contact's own history and event time, so a replay makes the same decisions.
+One `CampaignEngine` lives beside each `Shard` and shares its event-time watermark. A
+*run* starts when its trigger happens: a segment change (`segment:`), an event
+(`event:`) or a yearly date of the profile (`date:`). Each run sends its steps at
+`trigger + after`, each step decided like a message (policies below); it ends early on
+an `exit_when` event, when the contact leaves the trigger segment, or on an unsubscribe
+from its channel. Every rule depends only on the contact's own history and event time,
+so a replay makes the same decisions. Units: `runs.py` (where runs live), `policies.py`
+(caps and re-entry), `compose.py` (variants and text), `dates.py` (date instants).
 
-Per contact, decisions happen in time order. At one instant, the candidates (new triggers
-and pending messages due then) are decided by priority (highest first, then campaign id),
-each seeing the sends decided before it. For every candidate, in this order:
+Per contact, decisions happen in time order. At one instant `t`, once all the contact's
+events at `t` are applied: leaving (re-entering) a trigger segment cancels; segment
+changes and trigger events start runs; exit events end runs (not the one they started);
+then the steps due at `t` are decided by priority (highest first, then campaign id,
+then run start), each seeing the sends decided before it. For every step:
 
 1. staleness (live only, `now_ms` given): decided more than `max_staleness` behind the wall
    clock -> `skipped_stale` (or sent, marked stale, with `allow_stale`);
-2. re-entry: `once` / `once_per` already sent -> `skipped_duplicate` (reason `reentry:...`);
+2. re-entry: `once` / `once_per` already sent by another run -> `skipped_duplicate`;
 3. consent for the channel, read from the shard now -> `skipped_consent` unless `subscribed`;
 4. an address (`email`, `phone` or `push_token` in the profile) -> else `failed: no_address`;
 5. quiet hours in the contact's time zone -> `deferred` to the next allowed instant;
@@ -18,138 +25,230 @@ each seeing the sends decided before it. For every candidate, in this order:
    or `capped`;
 7. rendering -> `failed: template_error` if the data breaks a template, else the message.
 
-A campaign with a `delay` checks re-entry and consent when triggered (a refused message is
-decided at once), is recorded `deferred` (reason `delay`), and is decided as above when due.
-A pending (delayed or deferred) message is `cancelled` when its contact leaves the trigger
-segment (enter triggers) or re-enters it (exit triggers) first, and `skipped_consent` when
-an unsubscribe for its channel is applied while it waits (`process`), whatever follows.
+Then the run moves to its next step (due at `trigger + after`, never before this decision).
+
+A one-message segment campaign with a `delay` checks re-entry and consent when triggered
+(a refused message is decided at once) and is recorded `deferred` (reason `delay`).
+An unsubscribe for a run's channel applied while it waits ends it (`skipped_consent`,
+`unsubscribed_while_pending`) whatever follows.
 
 Exactness: decisions read consent, profile and items from the shard. `process()` applies
 events to the shard itself and advances shard and engine to each instant where campaign
 state changes (consent, profile, items events), so what a decision reads is the contact's
-state at the decision's instant, for any batching of in-order input. `on_changes` and
-`advance` are the underlying steps for callers that drive the shard themselves; they then
-read the shard's latest state (what the contact wants now, which is what matters when
-delivering live).
+state at the decision's instant, for any batching of in-order input. Trigger and exit
+events wait in a per-contact inbox until their instant is settled, like the shard's own
+evaluation. `on_changes` and `advance` are the underlying steps for callers that drive
+the shard themselves.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import xxhash
 
 from ..changes import Change, change_id as make_change_id
+from ..conditions import resolve
+from ..dedup import DEFAULT_HORIZON, SeenIds
 from ..events import Event
-from ..program import CONSENT_TYPE, SCHED
+from ..program import CONSENT_TYPE, PROFILE_TYPE, SCHED
 from ..shard import Shard
-from ..timeutil import NEVER, format_ms
-from .model import ADDRESS_FIELD, TIMEZONE_FIELD, Campaign, Campaigns, Variant
+from ..timeutil import NEVER
+from .compose import Composer, pick_variant
+from .dates import next_fire
+from .model import ADDRESS_FIELD, TIMEZONE_FIELD, Campaign, Campaigns
+from .policies import Memo, blocked, reentry_refusal
 from .quiet import next_allowed, zone
 from .records import OUTCOMES, Decision, Message, message_id
-from .templates import render
+from .runs import DATE_STEP, FREE, RunStore
 
 __all__ = ["CampaignEngine", "CampaignState", "Pending", "Output"]
 
 Output = Decision | Message
 _xxh64 = xxhash.xxh3_64_intdigest
+_xxh128 = xxhash.xxh3_128_hexdigest
+_INF = 1 << 62
+_MASK64 = (1 << 64) - 1
 
 
-class Pending(NamedTuple):
-    """A message waiting for its instant (after a delay, quiet hours or a cap)."""
+class Pending(tuple):
+    """A waiting message of a snapshot written before runs (read only to resume it)."""
 
-    due: int
-    campaign_id: str
-    contact_id: str
-    message_id: str
-    segment_id: str
-    change_id: str
-    trigger_at: int
-    first_due: int  # when it was first due (trigger + delay): `max_defer` counts from here
-    seq: int  # unique, for a total order in the heap
+    due = property(lambda s: s[0])
+    campaign_id = property(lambda s: s[1])
+    contact_id = property(lambda s: s[2])
+    change_id = property(lambda s: s[5])
+    trigger_at = property(lambda s: s[6])
+    first_due = property(lambda s: s[7])
+
+    def __new__(cls, *fields):  # type: ignore[no-untyped-def]
+        return tuple.__new__(cls, fields)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Pending, tuple(self))
 
 
 @dataclass
 class CampaignState:
     """Snapshot of an engine: plain data, pickle-able, written with the shard's snapshot.
 
-    Per contact only what policies need: its decision clock, recent sends (for caps, only
-    those inside the longest cap window) and the last send per campaign (for once/once_per).
+    `contacts`: contact_id -> (clock, ((send ms, channel), ...), {campaign_id: (last send
+    ms, run id)}); `runs`: the run store; `campaign_ids`: what the run store's campaign
+    numbers meant; `inbox`: trigger and exit events not yet settled; `seen`: their ids.
     """
 
     fingerprint: str
     watermark: int
     settled: int
     seq: int
-    contacts: dict  # contact_id -> (clock, ((send ms, channel), ...), {campaign_id: last send ms})
-    pending: list  # [Pending]
+    contacts: dict
+    pending: list  # snapshots before runs: [Pending]
     stats: dict = field(default_factory=dict)
+    runs: object = None
+    campaign_ids: tuple = ()
+    inbox: dict = field(default_factory=dict)
+    seen: object = None
 
 
-class _Memo:
-    __slots__ = ("clock", "sends", "fired", "pending", "expires")
+def _signed(h: int) -> int:
+    return h - (1 << 64) if h >= 1 << 63 else h
 
-    def __init__(self, clock: int = NEVER, sends: list | None = None, fired: dict | None = None) -> None:
-        self.clock = clock
-        self.sends: list[tuple[int, str]] = sends if sends is not None else []
-        self.fired: dict[str, int] = fired if fired is not None else {}
-        self.pending: dict[str, Pending] = {}
-        self.expires = NEVER  # last instant pushed on the engine's expiry heap for this contact
+
+def _run_id(cid: str, camp_id: str, origin: object) -> int:
+    return _signed(_xxh64(f"{cid}\x1f{camp_id}\x1f{origin}".encode()))
+
+
+def run_hex(rid: int) -> str:
+    return f"{rid & _MASK64:016x}"
+
+
+def _vhash(v: object) -> int | None:
+    """A value's identity for run keys and `match`, stable across processes; None if not a scalar."""
+    t = type(v)
+    if t is str:
+        b = b"s" + v.encode()  # type: ignore[union-attr]
+    elif t is bool:
+        b = b"b1" if v else b"b0"
+    elif t is int or (t is float and v.is_integer()):  # type: ignore[union-attr]
+        b = b"n%d" % int(v)  # type: ignore[arg-type]
+    elif t is float:
+        b = b"f" + repr(v).encode()
+    else:
+        return None
+    return _signed(_xxh64(b)) or 1
+
+
+def _hashes(props: dict, path: tuple[str, ...]) -> set[int]:
+    out = set()
+    for v in resolve(props, path):
+        h = _vhash(v)
+        if h is not None:
+            out.add(h)
+    return out
 
 
 class CampaignEngine:
     """Campaign decisions for the contacts of one shard.
 
     Per batch, call `process(shard, events, watermark, now_ms=..., settled=...)` instead of
-    `shard.apply` + `shard.advance`: it returns the shard's changes and
-    the campaign outputs. `next_due()` joins `shard.next_due()` for timers; `snapshot()`
-    goes with `shard.snapshot()`.
+    `shard.apply` + `shard.advance`: it returns the shard's changes and the campaign
+    outputs. `next_due()` joins `shard.next_due()` for timers; `snapshot()` goes with
+    `shard.snapshot()`.
     """
 
     def __init__(self, campaigns: Campaigns, state: CampaignState | None = None) -> None:
         self.campaigns = campaigns
-        self._by_id = dict(campaigns.by_id)
-        self._triggers: dict[tuple[str, str], list[Campaign]] = {}
-        self._cancels: dict[tuple[str, str], list[str]] = {}
-        for c in sorted(campaigns.campaigns, key=lambda c: (-c.priority, c.id)):
-            self._triggers.setdefault((c.segment, c.on), []).append(c)
-            other = "exit" if c.on == "enter" else "enter"
-            self._cancels.setdefault((c.segment, other), []).append(c.id)
-        self._touch = set(self._triggers) | set(self._cancels)
-        self._seg_names = {s.id: s.name for s in campaigns.segments}
+        self.camps: list[Campaign] = list(campaigns.campaigns)
+        self._index = {c.id: k for k, c in enumerate(self.camps)}
+        order = sorted(range(len(self.camps)), key=lambda k: (-self.camps[k].priority, self.camps[k].id))
+        self._rank = [0] * len(self.camps)
+        for r, k in enumerate(order):
+            self._rank[k] = r
+        self._seg_triggers: dict[tuple[str, str], list[int]] = {}
+        self._seg_cancels: dict[tuple[str, str], list[int]] = {}
+        self._ev_triggers: dict[str, list[int]] = {}
+        self._exits: dict[str, list[tuple[int, object]]] = {}
+        self._dates: list[int] = []
+        self._match_paths: list[tuple[tuple[str, ...], ...]] = []
+        for k in order:
+            c = self.camps[k]
+            if c.segment is not None:
+                self._seg_triggers.setdefault((c.segment, c.on), []).append(k)
+                other = "exit" if c.on == "enter" else "enter"
+                self._seg_cancels.setdefault((c.segment, other), []).append(k)
+            elif c.event is not None:
+                self._ev_triggers.setdefault(c.event.type, []).append(k)
+            else:
+                self._dates.append(k)
+            for rule in c.exits:
+                self._exits.setdefault(rule.type, []).append((k, rule))
+        for c in self.camps:
+            self._match_paths.append(tuple(sorted({tp for r in c.exits for _, tp in r.match})))
+        self._touch = set(self._seg_triggers) | set(self._seg_cancels)
+        self._inbox_types = frozenset(self._ev_triggers) | frozenset(self._exits) | (
+            {PROFILE_TYPE} if self._dates else frozenset())
+        self.composer = Composer({s.id: s.name for s in campaigns.segments})
         self._caps = campaigns.caps
         self._window = max((c.per_ms for c in self._caps), default=0)
         self._default_tz = zone(campaigns.default_timezone)
         self._keep = campaigns.required_keep()
         self._state_types = campaigns.state_types()
         self._checked: object = None
-        self.memos: dict[str, _Memo] = {}
-        self.heap: list[tuple] = []
+        self._once_per = {c.id: c.reentry_ms for c in self.camps if c.reentry == "once_per"}
+        self.memos: dict[str, Memo] = {}
+        self.runs = RunStore()
+        self.inbox: dict[str, list[Event]] = {}
         self._expiry: list[tuple[int, str]] = []  # (when a contact's memo may be empty, contact)
-        self._once_per = {c.id: c.reentry_ms for c in campaigns.campaigns if c.reentry == "once_per"}
+        self.stats = {o: 0 for o in OUTCOMES}
         if state is None:
             self.watermark = self.settled = NEVER
             self.seq = 0
-            self.stats = {o: 0 for o in OUTCOMES}
+            self.seen = SeenIds(DEFAULT_HORIZON)
             return
-        # Definitions may have changed since the snapshot: campaigns are matched by id and
-        # pending messages of campaigns that no longer exist are dropped.
+        self._restore(state)
+
+    def _restore(self, state: CampaignState) -> None:
+        # Definitions may have changed since the snapshot: campaigns are matched by id, runs
+        # of campaigns that no longer exist (or steps beyond the new last one) are dropped.
         self.watermark, self.settled, self.seq = state.watermark, state.settled, state.seq
-        self.stats = {o: 0 for o in OUTCOMES} | dict(state.stats)
+        self.stats.update(state.stats)
+        if state.seen is not None:
+            self.seen = state.seen
+        else:
+            self.seen = SeenIds(DEFAULT_HORIZON)
         for cid, (clock, sends, fired) in state.contacts.items():
-            self.memos[cid] = _Memo(clock, list(sends), {k: v for k, v in fired.items() if k in self._by_id})
-        for p in state.pending:
-            c = self._by_id.get(p.campaign_id)
-            if c is None:
+            fired = {k: (v if isinstance(v, tuple) else (v, 0)) for k, v in fired.items() if k in self._index}
+            self.memos[cid] = Memo(clock, list(sends), fired)
+        self.inbox = {cid: list(evs) for cid, evs in state.inbox.items()}
+        if state.runs is not None:
+            old = RunStore()
+            old.__setstate__(state.runs)
+            for s in range(len(old.due)):
+                if old.due[s] == FREE:
+                    continue
+                k = self._index.get(state.campaign_ids[old.camp[s]])
+                if k is None:
+                    continue
+                c, step = self.camps[k], old.step[s]
+                if step == DATE_STEP and c.date is None or step != DATE_STEP and step >= len(c.steps):
+                    continue
+                n = self.runs.new(old.cid[s], k, step, old.start[s], old.due[s], old.rid[s], old.key[s], old.mk[s],
+                                  old.obj[s])
+                self.runs.first[n] = old.first[s]
+        for p in state.pending:  # a snapshot of the one-message engine
+            k = self._index.get(p.campaign_id)
+            if k is None or self.camps[k].segment is None:
                 continue
-            memo = self.memos.setdefault(p.contact_id, _Memo())
-            memo.pending[p.campaign_id] = p
-            self.heap.append((p.due, p.contact_id, -c.priority, p.campaign_id, p.seq, p))
-        heapq.heapify(self.heap)
+            rid = _run_id(p.contact_id, p.campaign_id, p.change_id)
+            n = self.runs.new(p.contact_id, k, 0, p.trigger_at, p.due, rid, obj=p.change_id)
+            self.runs.first[n] = p.first_due
+        for cid in self.runs.heads:
+            self.memos.setdefault(cid, Memo())
         # Idle contacts are looked at once at the next advance, then as their memories expire.
-        self._expiry = [(NEVER, cid) for cid, m in self.memos.items() if not m.pending]
+        self._expiry = [(NEVER, cid) for cid in self.memos if not self.runs.has(cid)]
 
     # -- configuration ----------------------------------------------------------
     def required_keep(self):
@@ -175,24 +274,22 @@ class CampaignEngine:
 
     # -- state ------------------------------------------------------------------
     def next_due(self) -> int | None:
-        """Earliest event time at which a pending message is due (None: nothing pending)."""
-        heap = self.heap
-        while heap:
-            p = heap[0][-1]
-            memo = self.memos.get(p.contact_id)
-            if memo is not None and memo.pending.get(p.campaign_id) is p:
-                return p.due
-            heapq.heappop(heap)
-        return None
+        """Earliest event time at which something is due: a step, a date, an inbox instant."""
+        due = self.runs.next_due()
+        for evs in self.inbox.values():
+            if evs and (due is None or evs[0][3] < due):
+                due = evs[0][3]
+        return due
 
     def pending_count(self) -> int:
-        return sum(len(m.pending) for m in self.memos.values())
+        """Open runs waiting for a step, plus contacts' next date-trigger instants."""
+        return self.runs.open
 
     def snapshot(self) -> CampaignState:
         contacts = {cid: (m.clock, tuple(m.sends), dict(m.fired)) for cid, m in self.memos.items()}
-        pending = [p for m in self.memos.values() for p in m.pending.values()]
-        return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq,
-                             contacts, pending, dict(self.stats))
+        return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq, contacts, [],
+                             dict(self.stats), self.runs.__getstate__(), tuple(c.id for c in self.camps),
+                             {cid: list(evs) for cid, evs in self.inbox.items() if evs}, _clone_seen(self.seen))
 
     # -- the batch step a flow calls ------------------------------------------------
     def process(self, shard: Shard, events: Sequence[Event], watermark: int, *, now_ms: int | None = None,
@@ -209,47 +306,42 @@ class CampaignEngine:
         out: list[Output] = []
         start = 0
         types = self._state_types
-        live = now_ms is not None
-        if types and events:
-            floors = self._floors(events, shard, live=live)
+        boxed = self._inbox_types
+        if (types or boxed) and events:
             touched: set[str] = set()  # contacts with events in events[start:i]
+            inbox, seen = self.inbox, self.seen
             for i, ev in enumerate(events):
-                etype = ev[2]
+                etype, cid = ev[2], ev[1]
                 if etype not in types:
-                    touched.add(ev[1])
+                    touched.add(cid)
+                    if etype in boxed and not seen.add(ev[0]):
+                        inbox.setdefault(cid, []).append(ev)
                     continue
-                x = min(ev[3] if floors is None else floors[i], watermark)
-                if x > self.settled and self._at_risk(ev[1], x, shard, touched):
+                ts = ev[3]
+                if self._at_risk(cid, ts, shard, touched):
+                    # Decisions of this contact before its event must read its state before
+                    # the event: catch the contact up alone (its events are in time order;
+                    # the rest of the shard waits for the watermark, as in replay).
                     if i > start:
                         self._take(shard.apply(events[start:i]), shard, now_ms, changes, out)
                         start = i
-                    self._take(shard.advance(x), shard, now_ms, changes, out)
-                    out.extend(self.advance(x, shard, now_ms))
-                    self.settled = x
-                    touched.clear()
-                if live and ev[3] > x and self._at_risk(ev[1], ev[3], shard, touched):
-                    # The watermark trails by the allowed lateness, but this contact's own
-                    # decisions before its event must read its state before the event, as in
-                    # replay: catch this contact up alone (its events are in order).
-                    if i > start:
-                        self._take(shard.apply(events[start:i]), shard, now_ms, changes, out)
-                        start = i
-                    self._take(shard.advance_contact(ev[1], ev[3]), shard, now_ms, changes, out)
-                    memo = self.memos.get(ev[1])
-                    if memo is not None and memo.pending:
-                        self._catch_up(ev[1], ev[3], memo, shard.row_of(ev[1]), shard, now_ms, out)
-                touched.add(ev[1])
-                if etype == CONSENT_TYPE and ev[3] >= self.settled:
+                        touched.clear()
+                    self._take(shard.advance_contact(cid, ts), shard, now_ms, changes, out)
+                    self._until(cid, ts, shard, now_ms, out)
+                touched.add(cid)
+                if etype in boxed and not seen.add(ev[0]):
+                    inbox.setdefault(cid, []).append(ev)
+                if etype == CONSENT_TYPE and ts >= self.settled:
                     props = ev[4]
-                    if props.get("status") == "unsubscribed" and self._waiting(ev[1], props.get("channel")):
+                    if props.get("status") == "unsubscribed" and self._waiting(cid, props.get("channel")):
                         self._take(shard.apply(events[start:i + 1]), shard, now_ms, changes, out)
                         start = i + 1
                         touched.clear()
-                        self._unsubscribed(ev[1], props.get("channel"), ev[3], shard, out)
+                        self._unsubscribed(cid, props.get("channel"), ts, shard, out)
         if start < len(events):
             self._take(shard.apply(events[start:] if start else events), shard, now_ms, changes, out)
         self._take(shard.advance(watermark, settled), shard, now_ms, changes, out)
-        out.extend(self.advance(watermark, shard, now_ms))
+        out.extend(self.advance(watermark, shard, now_ms, settled))
         if watermark > self.settled:
             self.settled = watermark
         return changes, out
@@ -263,69 +355,33 @@ class CampaignEngine:
         """Could a decision about `cid` fall before `x`? Then it must be made before the
         contact's next consent/profile/items event is applied.
 
-        Yes when the contact has a message waiting, or events not yet evaluated, or a
-        time-driven change due before `x` (read from the shard's schedule column).
+        Yes when the contact has events not yet applied or evaluated, a step or trigger
+        event of its own before `x`, or a time-driven change due before `x`.
         """
         if cid in touched:
             return True
-        memo = self.memos.get(cid)
-        if memo is not None and memo.pending:
+        runs = self.runs
+        s = runs.heads.get(cid, -1)
+        if s >= 0:
+            due, nxt = runs.due, runs.nxt
+            while s >= 0:
+                if due[s] < x:
+                    return True
+                s = nxt[s]
+        box = self.inbox.get(cid)
+        if box and box[0][3] < x:
             return True
         row = shard.row_of(cid)
         if row is None:
             return False
         return row in shard.pending or shard.I[SCHED][row] < x
 
-    @staticmethod
-    def _floors(events: Sequence[Event], shard: Shard, live: bool) -> list[int] | None:
-        """Per position, the earliest time of an event at or after it that the shard may still
-        apply as new; None when the batch is in time order (then it is the event's own time).
-
-        Repeats of an event id seen earlier in the batch are redeliveries. In replay, where
-        input is in time order by contract, so is every event older than one before it in the
-        batch or than its contact's clock (the shard ignores it or makes it a correction).
-        """
-        prev = None
-        for ev in events:
-            if prev is not None and ev[3] < prev:
-                break
-            prev = ev[3]
-        else:
-            return None
-        n = len(events)
-        ignore = [False] * n
-        seen: set[str] = set()
-        top = None
-        for i, ev in enumerate(events):
-            ts = ev[3]
-            if ev[0] in seen:
-                ignore[i] = True
-            elif not live:
-                if top is not None and ts < top:
-                    ignore[i] = True
-                else:
-                    row = shard.row_of(ev[1])
-                    ignore[i] = row is not None and ts < shard.clock(row)
-            seen.add(ev[0])
-            if top is None or ts > top:
-                top = ts
-        floors = [0] * n
-        low = 1 << 62
-        for i in range(n - 1, -1, -1):
-            ts = events[i][3]
-            if not ignore[i] and ts < low:
-                low = ts
-            floors[i] = low
-        return floors
-
     def _waiting(self, contact_id: str, channel: object) -> bool:
-        memo = self.memos.get(contact_id)
-        if memo is None or not memo.pending:
-            return False
-        return any(self._by_id[p.campaign_id].channel == channel for p in memo.pending.values())
+        camps, runs = self.camps, self.runs
+        return any(runs.step[s] != DATE_STEP and camps[runs.camp[s]].channel == channel for s in runs.of(contact_id))
 
     def _unsubscribed(self, contact_id: str, channel: str, ts: int, shard: Shard, out: list) -> None:
-        """An unsubscribe was applied: its channel's waiting messages will not go out."""
+        """An unsubscribe was applied: its channel's waiting runs end."""
         row = shard.row_of(contact_id)
         if row is None or shard.consent(row, channel)[0] != "unsubscribed":
             return  # an older event, or outweighed by a newer consent
@@ -333,21 +389,23 @@ class CampaignEngine:
         if memo is None:
             return
         t = max(ts, memo.clock)
-        for p in sorted(memo.pending.values(), key=lambda p: (p.due, p.campaign_id)):
-            c = self._by_id[p.campaign_id]
-            if c.channel == channel:
-                del memo.pending[p.campaign_id]
-                out.append(self._decision(p, c, "skipped_consent", "unsubscribed_while_pending", t))
+        runs = self.runs
+        ended = sorted((s for s in runs.of(contact_id)
+                        if runs.step[s] != DATE_STEP and self.camps[runs.camp[s]].channel == channel),
+                       key=self._order)
+        for s in ended:
+            out.append(self._decision(s, "skipped_consent", "unsubscribed_while_pending", t))
+            runs.end(s)
         memo.clock = t
 
     # -- the two underlying steps ---------------------------------------------------
     def on_changes(self, changes: Sequence[Change], shard: Shard, now_ms: int | None = None) -> list[Output]:
-        """Decide what the segment changes trigger or cancel (immediate messages go out now)."""
+        """Decide what the segment changes (and the trigger events of their instants) start or end."""
         out: list[Output] = []
         if not changes:
             return out
         self._check(shard)
-        touch, memos = self._touch, self.memos
+        touch, inbox = self._touch, self.inbox
         i, n = 0, len(changes)
         while i < n:
             ch = changes[i]
@@ -357,233 +415,411 @@ class CampaignEngine:
                 j += 1
             group = changes[i:j]
             i = j
-            if not any((c.segment_id, c.direction) in touch for c in group):
+            if not inbox.get(cid) and not any((c.segment_id, c.direction) in touch for c in group):
                 continue
-            self._instant(cid, at, group, memos.get(cid), shard, now_ms, out)
+            self._instant(cid, at, group, shard, now_ms, out)
         return out
 
-    def advance(self, watermark: int, shard: Shard, now_ms: int | None = None) -> list[Output]:
-        """Decide every pending message due strictly before `watermark`, at its own instant."""
+    def advance(self, watermark: int, shard: Shard, now_ms: int | None = None,
+                settled: int | None = None) -> list[Output]:
+        """Decide every step due strictly before `watermark`, at its own instant, and act on
+        the trigger and exit events of instants before `watermark` (or at most `settled`)."""
         out: list[Output] = []
         self._check(shard)
-        heap = self.heap
-        while heap and heap[0][0] < watermark:
-            p = heapq.heappop(heap)[-1]
-            memo = self.memos.get(p.contact_id)
-            if memo is None or memo.pending.get(p.campaign_id) is not p:
-                continue
-            group = [p]
-            while heap and heap[0][0] == p.due and heap[0][1] == p.contact_id:
-                q = heapq.heappop(heap)[-1]
-                if memo.pending.get(q.campaign_id) is q:
-                    group.append(q)
-            t = max(p.due, memo.clock)
-            self._decide(p.contact_id, t, group, memo, shard.row_of(p.contact_id), shard, now_ms, out)
-            memo.clock = t
-            self._tidy(p.contact_id, memo, t)
+        if self.inbox:
+            final = watermark if settled is None or settled < watermark else settled + 1
+            for cid in [c for c, evs in self.inbox.items() if evs and evs[0][3] < final]:
+                self._until(cid, final, shard, now_ms, out, steps_before=watermark)
+        runs = self.runs
+        while True:
+            s = runs.pop_due(watermark)
+            if s < 0:
+                break
+            cid = runs.cid[s]
+            self._until(cid, runs.due[s] + 1, shard, now_ms, out)
         if watermark > self.watermark:
             self.watermark = watermark
         self._forget(self.watermark)
         return out
 
-    # -- decisions --------------------------------------------------------------------
-    def _instant(self, cid: str, at: int, group: Sequence[Change], memo: _Memo | None, shard: Shard,
-                 now_ms: int | None, out: list) -> None:
+    # -- one contact ------------------------------------------------------------------
+    def _until(self, cid: str, x: int, shard: Shard, now_ms: int | None, out: list,
+               steps_before: int | None = None) -> None:
+        """Everything of `cid` strictly before `x`, in time order: the instants of its inbox
+        and its due steps (steps only before `steps_before` when given)."""
+        runs = self.runs
+        due_col = runs.due
+        limit = x if steps_before is None else min(x, steps_before)
+        while True:
+            box = self.inbox.get(cid)
+            ti = box[0][3] if box else _INF
+            td = _INF
+            for s in runs.of(cid):
+                if due_col[s] < td:
+                    td = due_col[s]
+            if td >= limit:
+                td = _INF
+            if ti >= x and td == _INF:
+                return
+            if ti <= td:
+                self._instant(cid, ti, (), shard, now_ms, out)
+            else:
+                self._at(cid, td, (), [], shard, now_ms, out)
+
+    def _instant(self, cid: str, at: int, group: Sequence[Change], shard: Shard, now_ms: int | None,
+                 out: list) -> None:
+        """The contact's instant `at`: what came before it, then its changes and events."""
+        self._until(cid, at, shard, now_ms, out)
+        box = self.inbox.get(cid)
+        evs: list[Event] = []
+        if box:
+            k = 0
+            while k < len(box) and box[k][3] <= at:
+                k += 1
+            evs = box[:k]
+            if k == len(box):
+                del self.inbox[cid]
+            else:
+                del box[:k]
+        self._at(cid, at, group, evs, shard, now_ms, out)
+
+    def _at(self, cid: str, at: int, group: Sequence[Change], evs: list[Event], shard: Shard,
+            now_ms: int | None, out: list) -> None:
+        memo = self.memos.get(cid)
         # Never decide in the engine's past: a late correction (live) is decided now.
         t = max(at, self.watermark) if memo is None else max(at, self.watermark, memo.clock)
+        if memo is None:
+            memo = self.memos[cid] = Memo(t)
         row = shard.row_of(cid)
-        if memo is not None and memo.pending:
-            self._catch_up(cid, t, memo, row, shard, now_ms, out)
-        # Leaving the trigger segment (or re-entering it, for exit triggers) cancels.
+        runs = self.runs
         for c in group:
-            for camp_id in self._cancels.get((c.segment_id, c.direction), ()):
-                p = memo.pending.pop(camp_id, None) if memo is not None else None
-                if p is not None:
-                    reason = "left_segment" if c.direction == "exit" else "re_entered_segment"
-                    out.append(self._decision(p, self._by_id[camp_id], "cancelled", reason, t))
-        now: list[Pending] = []
-        for c in group:
-            camps = self._triggers.get((c.segment_id, c.direction))
-            if not camps:
-                continue
-            chid = make_change_id(c.contact_id, c.segment_id, c.direction, c.at, c.seq)
-            for camp in camps:
-                self.seq += 1
-                due = t + camp.delay_ms
-                p = Pending(due, camp.id, cid, message_id(chid, camp.id), c.segment_id, chid, t, due, self.seq)
-                if memo is None:
-                    memo = self.memos[cid] = _Memo(t)
-                old = memo.pending.pop(camp.id, None)
-                if old is not None:
-                    out.append(self._decision(old, camp, "cancelled", "superseded", t))
-                if not camp.delay_ms:
-                    now.append(p)
-                    continue
-                refusal = self._refuse(camp, p, t, memo, row, shard)
-                if refusal is not None:
-                    out.append(refusal)
-                else:
-                    self._schedule(memo, p, camp)
-                    out.append(self._decision(p, camp, "deferred", "delay", t, due))
-        if memo is not None:
-            now.extend(p for p in memo.pending.values() if p.due == t)
-            if now:
-                self._decide(cid, t, now, memo, row, shard, now_ms, out)
-            memo.clock = t
-            self._tidy(cid, memo, t)
+            key = (c.segment_id, c.direction)
+            cancels = self._seg_cancels.get(key)
+            if cancels and cid in runs.heads:
+                reason = "left_segment" if c.direction == "exit" else "re_entered_segment"
+                for s in sorted((s for s in runs.of(cid) if runs.camp[s] in cancels and runs.step[s] != DATE_STEP),
+                                key=self._order):
+                    out.append(self._decision(s, "cancelled", reason, t))
+                    runs.end(s)
+            starts = self._seg_triggers.get(key)
+            if starts:
+                chid = make_change_id(c.contact_id, c.segment_id, c.direction, c.at, c.seq)
+                for k in starts:
+                    self._start(k, cid, t, _run_id(cid, self.camps[k].id, chid), chid, memo, row, shard, out)
+        for ev in evs:
+            etype = ev[2]
+            if etype == PROFILE_TYPE and self._dates:
+                self._reschedule_dates(cid, t, row, shard)
+            for k in self._ev_triggers.get(etype, ()):
+                c = self.camps[k]
+                if c.event.matches(ev[4]):  # type: ignore[union-attr]
+                    self._start_event(k, cid, t, ev, memo, row, shard, out)
+        for ev in evs:
+            exits = self._exits.get(ev[2])
+            if exits and cid in runs.heads:
+                self._exit(cid, ev, exits, t, out)
+        self._decide_due(cid, t, memo, row, shard, now_ms, out)
+        memo.clock = t
+        self._tidy(cid, memo, t)
 
-    def _catch_up(self, cid: str, t: int, memo: _Memo, row: int | None, shard: Shard, now_ms: int | None,
-                  out: list) -> None:
-        """Decide the contact's pending messages due before `t`, in time order."""
-        while True:
-            early = [p for p in memo.pending.values() if p.due < t]
-            if not early:
+    # -- runs starting and ending -----------------------------------------------------
+    def _order(self, s: int) -> tuple[int, int, int]:
+        runs = self.runs
+        return self._rank[runs.camp[s]], runs.start[s], runs.rid[s]
+
+    def _consent_at_or_after(self, row: int | None, shard: Shard, channel: str, t: int) -> bool:
+        """Is the channel's latest consent an unsubscribe at `t` or later (then a run of `t` ends)?"""
+        if row is None:
+            return False
+        code = shard.I[shard.program.consent_cols[channel]][row]
+        return (code >> 6) & 3 == 2 and code >> 8 >= t
+
+    def _start(self, k: int, cid: str, t: int, rid: int, obj: object, memo: Memo, row: int | None, shard: Shard,
+               out: list, key: int = 0, mk: int = 0) -> None:
+        c = self.camps[k]
+        first = c.steps[0]
+        if c.sequence:
+            refusal = reentry_refusal(c, memo, t, rid)
+            if refusal is not None:
+                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
+                                              detail=refusal[1]))
                 return
-            due = min(p.due for p in early)
-            at = max(due, memo.clock)
-            self._decide(cid, at, [p for p in early if p.due == due], memo, row, shard, now_ms, out)
-            memo.clock = at
+            if self._consent_at_or_after(row, shard, c.channel, t):
+                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent", "unsubscribed", t))
+                return
+        elif first.after_ms:
+            refusal = reentry_refusal(c, memo, t, rid)
+            if refusal is not None:
+                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
+                                              detail=refusal[1]))
+                return
+            status = None if row is None else shard.consent(row, c.channel)[0]
+            if status != "subscribed":
+                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent",
+                                              "unsubscribed" if status else "no_consent", t))
+                return
+        runs = self.runs
+        mine = [s for s in runs.of(cid) if runs.camp[s] == k and runs.step[s] != DATE_STEP]
+        if len(mine) >= c.max_runs:
+            mine.sort(key=self._order)
+            for s in mine[:len(mine) - c.max_runs + 1]:
+                out.append(self._decision(s, "cancelled", "superseded", t))
+                runs.end(s)
+        due = t + first.after_ms
+        runs.new(cid, k, 0, t, due, rid, key, mk, obj)
+        if not c.sequence and first.after_ms:
+            out.append(self._decision_raw(k, cid, 0, rid, obj, "deferred", "delay", t, due))
 
-    def _decide(self, cid: str, t: int, ps: list[Pending], memo: _Memo, row: int | None, shard: Shard,
-                now_ms: int | None, out: list) -> None:
-        ps.sort(key=lambda p: (-self._by_id[p.campaign_id].priority, p.campaign_id))
-        for p in ps:
-            camp = self._by_id[p.campaign_id]
-            if memo.pending.get(camp.id) is p:
-                del memo.pending[camp.id]
-            out.append(self._one(camp, p, t, memo, row, shard, now_ms))
-
-    def _one(self, camp: Campaign, p: Pending, t: int, memo: _Memo, row: int | None, shard: Shard,
-             now_ms: int | None) -> Output:
-        stale = False
-        if now_ms is not None and camp.max_staleness_ms is not None and now_ms - t > camp.max_staleness_ms:
-            if not camp.allow_stale:
-                return self._decision(p, camp, "skipped_stale", "stale", t,
-                                      detail=f"{now_ms - t} ms behind the wall clock")
-            stale = True
-        refusal = self._refuse(camp, p, t, memo, row, shard)
-        if refusal is not None:
-            return refusal
-        profile = shard.profile(row)
-        address = profile.get(ADDRESS_FIELD[camp.channel])
-        if not isinstance(address, str) or not address:
-            return self._decision(p, camp, "failed", "no_address",
-                                  t, detail=f"profile has no {ADDRESS_FIELD[camp.channel]}")
-        if camp.quiet is not None:
-            tz = zone(profile.get(TIMEZONE_FIELD)) or self._default_tz
-            u = next_allowed(t, tz, camp.quiet[0], camp.quiet[1])
-            if u > t:
-                return self._defer(memo, p, camp, u, "quiet_hours", t)
-        blocked = self._blocked(memo, camp.channel, t)
-        if blocked:
-            names = ",".join(c for c, _ in blocked)
-            release = max(r for _, r in blocked)
-            if camp.cap_policy == "defer" and release - p.first_due <= camp.max_defer_ms:
-                return self._defer(memo, p, camp, release, f"cap:{names}", t)
-            return self._decision(p, camp, "capped", f"cap:{names}", t)
-        variant = self._variant(camp, p.contact_id)
-        ctx = self._context(camp, variant, p, profile, row, shard)
-        try:
-            subject = None if variant.subject is None else render(variant.subject, ctx)
-            body = render(variant.body, ctx)
-            html = None if variant.html is None else render(variant.html, ctx)
-        except Exception as exc:  # data the load-time checks cannot see (e.g. products[0] of none)
-            return self._decision(p, camp, "failed", "template_error", t, detail=str(exc)[:200])
-        memo.sends.append((t, camp.channel))
-        if camp.reentry != "every_time":
-            memo.fired[camp.id] = t
-        self.stats["sent"] += 1
-        return Message(p.message_id, camp.id, camp.channel, p.contact_id, variant.name or None, p.segment_id,
-                       p.change_id, t, {ADDRESS_FIELD[camp.channel]: address}, subject, body, html,
-                       dict(variant.data), stale)
-
-    def _refuse(self, camp: Campaign, p: Pending, t: int, memo: _Memo, row: int | None,
-                shard: Shard) -> Decision | None:
-        last = memo.fired.get(camp.id)
-        if last is not None:
-            if camp.reentry == "once":
-                return self._decision(p, camp, "skipped_duplicate", "reentry:once", t,
-                                      detail=f"sent at {format_ms(last)}")
-            if camp.reentry == "once_per" and last > t - camp.reentry_ms:
-                return self._decision(p, camp, "skipped_duplicate", "reentry:once_per", t,
-                                      detail=f"sent at {format_ms(last)}")
-        status = None if row is None else shard.consent(row, camp.channel)[0]
-        if status != "subscribed":
-            return self._decision(p, camp, "skipped_consent", "unsubscribed" if status else "no_consent", t)
-        return None
-
-    def _blocked(self, memo: _Memo, channel: str, t: int) -> list[tuple[str, int]]:
-        """Caps a send at `t` would break, each with the instant it frees again."""
-        out = []
-        for cap in self._caps:
-            if cap.channel is not None and cap.channel != channel:
-                continue
-            low = t - cap.per_ms
-            times = [s for s, ch in memo.sends if s > low and (cap.channel is None or ch == cap.channel)]
-            if len(times) >= cap.max:
-                times.sort(reverse=True)
-                out.append((cap.name, times[cap.max - 1] + cap.per_ms))
-        return out
-
-    def _defer(self, memo: _Memo, p: Pending, camp: Campaign, due: int, reason: str, t: int) -> Decision:
-        self.seq += 1
-        q = p._replace(due=due, seq=self.seq)
-        self._schedule(memo, q, camp)
-        return self._decision(q, camp, "deferred", reason, t, due)
-
-    def _schedule(self, memo: _Memo, p: Pending, camp: Campaign) -> None:
-        memo.pending[camp.id] = p
-        heapq.heappush(self.heap, (p.due, p.contact_id, -camp.priority, camp.id, p.seq, p))
-
-    def _variant(self, camp: Campaign, contact_id: str) -> Variant:
-        vs = camp.variants
-        if len(vs) == 1:
-            return vs[0]
-        h = _xxh64(f"{contact_id}\x1f{camp.id}".encode()) % camp.total_weight
-        for v in vs:
-            if h < v.weight:
-                return v
-            h -= v.weight
-        return vs[-1]
-
-    def _context(self, camp: Campaign, variant: Variant, p: Pending, profile: dict, row: int | None,
-                 shard: Shard) -> dict:
-        contact = dict(camp.fallbacks)
-        for k, v in profile.items():
-            if v is not None and v != "":
-                contact[k] = v
-        contact["id"] = p.contact_id
-        products: list = []
-        if camp.uses_products and row is not None:
-            for etype in camp.products_from:
-                items = shard.items(row, etype)
-                if isinstance(items, list) and items:
-                    products = [dict(i) if isinstance(i, dict) else i for i in items]
+    def _start_event(self, k: int, cid: str, t: int, ev: Event, memo: Memo, row: int | None, shard: Shard,
+                     out: list) -> None:
+        c = self.camps[k]
+        props = ev[4]
+        runs = self.runs
+        key = 0
+        if c.run_key is not None:
+            for v in resolve(props, c.run_key):
+                h = _vhash(v)
+                if h is not None:
+                    key = h
                     break
-        return {"contact": contact,
-                "segment": {"id": p.segment_id, "name": self._seg_names.get(p.segment_id) or p.segment_id},
-                "change": {"at": format_ms(p.trigger_at), "direction": camp.on},
-                "products": products, "variant": variant.name}
+            if key and any(runs.key[s] == key and runs.camp[s] == k and runs.step[s] != DATE_STEP
+                           for s in runs.of(cid)):
+                return  # the run this key names is open: the event is part of it
+        mk, matchsets = 0, None
+        paths = self._match_paths[k]
+        if paths:
+            if len(paths) == 1:
+                hs = _hashes(props, paths[0])
+                if len(hs) == 1:
+                    mk = next(iter(hs))
+                elif hs:
+                    matchsets = {paths[0]: frozenset(hs)}
+            else:
+                matchsets = {p: frozenset(_hashes(props, p)) for p in paths}
+        items = None
+        if c.uses_trigger_items:  # the event's products, kept with the run for its templates
+            items = props.get("items")
+            if not isinstance(items, list) or not items:
+                pid = props.get("product_id")
+                items = None if pid is None else (pid, props.get("price"))
+        obj = None if matchsets is None and items is None else (matchsets, items)
+        self._start(k, cid, t, _run_id(cid, c.id, ev[0]), obj, memo, row, shard, out, key, mk)
 
-    def _decision(self, p: Pending, camp: Campaign, outcome: str, reason: str, at: int,
-                  due_at: int | None = None, detail: str = "") -> Decision:
-        variant = self._variant(camp, p.contact_id).name or None
+    def _exit(self, cid: str, ev: Event, exits: list, t: int, out: list) -> None:
+        props = ev[4]
+        runs = self.runs
+        ended: set[int] = set()
+        for k, rule in exits:
+            if not rule.matches(props):
+                continue
+            own = _run_id(cid, self.camps[k].id, ev[0])  # an event never ends the run it started
+            for s in runs.of(cid):
+                if runs.camp[s] != k or runs.step[s] == DATE_STEP or runs.rid[s] == own:
+                    continue
+                if rule.match and not self._matches(s, rule, props):
+                    continue
+                ended.add(s)
+        for s in sorted(ended, key=self._order):
+            out.append(self._decision(s, "exited", f"exit_when:{ev[2]}", t, detail=f"event {ev[0]}"))
+            runs.end(s)
+
+    def _matches(self, s: int, rule, props: dict) -> bool:  # type: ignore[no-untyped-def]
+        obj = self.runs.obj[s]
+        sets = obj[0] if isinstance(obj, tuple) else None
+        mk = self.runs.mk[s]
+        for xp, tp in rule.match:
+            values = _hashes(props, xp)
+            if sets is not None:
+                if values.isdisjoint(sets.get(tp, ())):
+                    return False
+            elif not mk or mk not in values:
+                return False
+        return True
+
+    # -- date triggers ----------------------------------------------------------------
+    def _profile_zone(self, profile: dict):  # type: ignore[no-untyped-def]
+        return zone(profile.get(TIMEZONE_FIELD)) or self._default_tz
+
+    def _reschedule_dates(self, cid: str, t: int, row: int | None, shard: Shard) -> None:
+        """The profile changed at `t`: each date campaign's next instant for this contact."""
+        profile = shard.profile(row) if row is not None else {}
+        tz = self._profile_zone(profile)
+        runs = self.runs
+        for k in self._dates:
+            d = self.camps[k].date
+            slot = next((s for s in runs.of(cid) if runs.camp[s] == k and runs.step[s] == DATE_STEP), -1)
+            done = runs.key[slot] if slot >= 0 and runs.key[slot] else None
+            nf = next_fire(profile.get(d.field), d.at_min, tz, t, done)  # type: ignore[union-attr]
+            if nf is None:
+                if slot >= 0:
+                    runs.end(slot)
+            elif slot < 0:
+                runs.new(cid, k, DATE_STEP, t, nf[0], 0)
+            elif runs.due[slot] != nf[0]:
+                runs.move(slot, nf[0], first=True)
+
+    def _fire_date(self, slot: int, cid: str, t: int, memo: Memo, row: int | None, shard: Shard,
+                   out: list) -> None:
+        runs = self.runs
+        k = runs.camp[slot]
+        c = self.camps[k]
+        d = c.date
+        profile = shard.profile(row) if row is not None else {}
+        tz = self._profile_zone(profile)
+        value = profile.get(d.field)  # type: ignore[union-attr]
+        done = runs.key[slot] or None
+        nf = next_fire(value, d.at_min, tz, t, done)  # type: ignore[union-attr]
+        if nf is not None and nf[0] <= t:
+            year = nf[1]
+            runs.key[slot] = year
+            self._start(k, cid, t, _run_id(cid, c.id, f"date:{year}"), None, memo, row, shard, out)
+            nf = next_fire(value, d.at_min, tz, t + 1, year)  # type: ignore[union-attr]
+        if nf is None:
+            runs.end(slot)
+        else:
+            runs.move(slot, nf[0], first=True)
+
+    # -- steps --------------------------------------------------------------------------
+    def _decide_due(self, cid: str, t: int, memo: Memo, row: int | None, shard: Shard, now_ms: int | None,
+                    out: list) -> None:
+        runs = self.runs
+        due_col = runs.due
+        while cid in runs.heads:
+            due = [s for s in runs.of(cid) if due_col[s] <= t]
+            if not due:
+                return
+            dates = [s for s in due if runs.step[s] == DATE_STEP]
+            if dates:
+                for s in sorted(dates, key=self._order):
+                    self._fire_date(s, cid, t, memo, row, shard, out)
+                continue
+            if len(due) > 1:
+                due.sort(key=self._order)
+            for s in due:
+                if due_col[s] <= t:
+                    self._step(s, cid, t, memo, row, shard, now_ms, out)
+
+    def _next(self, s: int, t: int) -> None:
+        """The run's step at `s` is decided: schedule its next step, or end it."""
+        runs = self.runs
+        steps = self.camps[runs.camp[s]].steps
+        i = runs.step[s] + 1
+        if i < len(steps):
+            runs.step[s] = i
+            due = runs.start[s] + steps[i].after_ms
+            runs.move(s, due if due > t else t, first=True)
+        else:
+            runs.end(s)
+
+    def _step(self, s: int, cid: str, t: int, memo: Memo, row: int | None, shard: Shard, now_ms: int | None,
+              out: list) -> None:
+        runs = self.runs
+        c = self.camps[runs.camp[s]]
+        stale = False
+        if now_ms is not None and c.max_staleness_ms is not None and now_ms - t > c.max_staleness_ms:
+            if not c.allow_stale:
+                out.append(self._decision(s, "skipped_stale", "stale", t, detail=f"{now_ms - t} ms behind the wall clock"))
+                self._next(s, t)
+                return
+            stale = True
+        refusal = reentry_refusal(c, memo, t, runs.rid[s])
+        if refusal is not None:
+            out.append(self._decision(s, "skipped_duplicate", refusal[0], t, detail=refusal[1]))
+            self._next(s, t)
+            return
+        status = None if row is None else shard.consent(row, c.channel)[0]
+        if status != "subscribed":
+            out.append(self._decision(s, "skipped_consent", "unsubscribed" if status else "no_consent", t))
+            self._next(s, t)
+            return
+        profile = shard.profile(row)  # type: ignore[arg-type]
+        address = profile.get(ADDRESS_FIELD[c.channel])
+        if not isinstance(address, str) or not address:
+            out.append(self._decision(s, "failed", "no_address", t, detail=f"profile has no {ADDRESS_FIELD[c.channel]}"))
+            self._next(s, t)
+            return
+        if c.quiet is not None:
+            u = next_allowed(t, self._profile_zone(profile), c.quiet[0], c.quiet[1])
+            if u > t:
+                runs.move(s, u)
+                out.append(self._decision(s, "deferred", "quiet_hours", t, u))
+                return
+        hit = blocked(self._caps, memo.sends, c.channel, t)
+        if hit:
+            names = ",".join(n for n, _ in hit)
+            release = max(r for _, r in hit)
+            if c.cap_policy == "defer" and release - runs.first[s] <= c.max_defer_ms:
+                runs.move(s, release)
+                out.append(self._decision(s, "deferred", f"cap:{names}", t, release))
+                return
+            out.append(self._decision(s, "capped", f"cap:{names}", t))
+            self._next(s, t)
+            return
+        step = c.steps[runs.step[s]]
+        variant = pick_variant(c, step, cid)
+        obj = runs.obj[s]
+        products: list = []
+        if c.uses_products:
+            items = obj[1] if isinstance(obj, tuple) else None
+            products = self.composer.products(c, lambda e: shard.items(row, e), items)  # type: ignore[arg-type]
+        composer = self.composer
+        ctx = composer.context(c, variant, cid, profile, products, c.segment, runs.start[s])
+        try:
+            subject = composer.render(variant.subject, ctx)
+            body = composer.render(variant.body, ctx)
+            html = composer.render(variant.html, ctx)
+        except Exception as exc:  # data the load-time checks cannot see (e.g. products[0] of none)
+            out.append(self._decision(s, "failed", "template_error", t, detail=str(exc)[:200]))
+            self._next(s, t)
+            return
+        memo.sends.append((t, c.channel))
+        rid = runs.rid[s]
+        if c.reentry != "every_time":
+            memo.fired[c.id] = (t, rid)
+        self.stats["sent"] += 1
+        mid, chid, step_id = self._ids(c, step.id, rid, obj)
+        out.append(Message(mid, c.id, c.channel, cid, variant.name or None, c.segment, chid, t,
+                           {ADDRESS_FIELD[c.channel]: address}, subject, body or "", html, dict(variant.data), stale,
+                           step_id, run_hex(rid)))
+        self._next(s, t)
+
+    # -- records ------------------------------------------------------------------------
+    @staticmethod
+    def _ids(c: Campaign, step_id: str, rid: int, obj: object) -> tuple[str, str | None, str | None]:
+        """(message id, change id, step id): a one-message campaign keeps the id of its change."""
+        chid = obj if isinstance(obj, str) else None
+        if not c.sequence:
+            return message_id(chid, c.id), chid, None  # type: ignore[arg-type]
+        return _xxh128(f"{run_hex(rid)}\x1f{step_id}".encode()), chid, step_id
+
+    def _decision(self, s: int, outcome: str, reason: str, at: int, due_at: int | None = None,
+                  detail: str = "") -> Decision:
+        runs = self.runs
+        return self._decision_raw(runs.camp[s], runs.cid[s], runs.step[s], runs.rid[s], runs.obj[s], outcome,
+                                  reason, at, due_at, detail)
+
+    def _decision_raw(self, k: int, cid: str, i: int, rid: int, obj: object, outcome: str, reason: str, at: int,
+                      due_at: int | None = None, detail: str = "") -> Decision:
+        c = self.camps[k]
+        step = c.steps[i]
+        mid, chid, step_id = self._ids(c, step.id, rid, obj)
+        variant = pick_variant(c, step, cid).name or None
         self.stats[outcome] = self.stats.get(outcome, 0) + 1
-        return Decision(p.message_id, camp.id, camp.channel, p.contact_id, outcome, reason, at,
-                        p.segment_id, p.change_id, variant, due_at, detail)
+        return Decision(mid, c.id, c.channel, cid, outcome, reason, at, c.segment, chid, variant, due_at, detail,
+                        step_id, run_hex(rid))
 
     # -- memory -------------------------------------------------------------------------
-    def _tidy(self, cid: str, memo: _Memo, t: int) -> None:
+    def _tidy(self, cid: str, memo: Memo, t: int) -> None:
         """Forget sends no cap can see from `t` on and once_per marks that no longer block;
         forget the contact when nothing is left, else note when that may be the case."""
         if memo.sends and memo.sends[0][0] <= t - self._window:
             low = t - self._window
             memo.sends = [s for s in memo.sends if s[0] > low]
         until = memo.sends[-1][0] + self._window if memo.sends else NEVER
-        for k, last in list(memo.fired.items()):
+        for k, (last, _) in list(memo.fired.items()):
             d = self._once_per.get(k)
             if d is None:
-                if k not in self._by_id:
+                if k not in self._index:
                     del memo.fired[k]
                     continue
                 until = None  # `once` (or every_time kept by an old snapshot): remembered for good
@@ -592,8 +828,8 @@ class CampaignEngine:
                 del memo.fired[k]
             elif until is not None:
                 until = max(until, last + d)
-        if memo.pending:
-            return  # looked at again when the pending messages are decided
+        if cid in self.runs.heads or cid in self.inbox:
+            return  # looked at again when its runs or events are decided
         if until == NEVER:
             del self.memos[cid]
         elif until is not None and until != memo.expires:
@@ -608,5 +844,12 @@ class CampaignEngine:
             memo = self.memos.get(cid)
             if memo is not None:
                 memo.expires = NEVER  # the next tidy pushes a fresh entry
-                if not memo.pending:
+                if cid not in self.runs.heads and cid not in self.inbox:
                     self._tidy(cid, memo, watermark - 1)
+
+
+def _clone_seen(seen: SeenIds) -> SeenIds:
+    horizon, mask, cur, prev, count = seen.__getstate__()
+    copy = SeenIds.__new__(SeenIds)
+    copy.__setstate__((horizon, mask, array("Q", cur), array("Q", prev), count))
+    return copy

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..conditions import Segment
+from ..conditions import Filter, Segment
 from ..program import CONSENT_TYPE, PROFILE_TYPE, Keep
 from .templates import CompiledTemplate
 
-__all__ = ["Variant", "Campaign", "Cap", "Campaigns", "ADDRESS_FIELD", "CHANNELS", "DEFAULT_CAPS",
-           "DEFAULT_QUIET_HOURS"]
+__all__ = ["Variant", "Step", "EventTrigger", "DateTrigger", "ExitRule", "Campaign", "Cap", "Campaigns",
+           "ADDRESS_FIELD", "CHANNELS", "DEFAULT_CAPS", "DEFAULT_QUIET_HOURS", "DEFAULT_MAX_RUNS", "MAX_RUNS"]
 
 CHANNELS = ("email", "sms", "push")
 #: Profile field holding a channel's destination (the message's `to`).
@@ -31,15 +31,73 @@ class Variant:
     data: dict
 
 
+#: Open runs per contact and campaign when a file says nothing, and the most it may ask for:
+#: a new run beyond it supersedes the oldest (decision `cancelled`, reason `superseded`).
+DEFAULT_MAX_RUNS = 3
+MAX_RUNS = 20
+
+
+@dataclass(frozen=True)
+class Step:
+    """One message of a run, due `after_ms` after the trigger; id "" for a one-message campaign."""
+
+    id: str
+    after_ms: int
+    variants: tuple[Variant, ...]
+
+    @property
+    def total_weight(self) -> int:
+        return sum(v.weight for v in self.variants)
+
+
+@dataclass(frozen=True)
+class EventTrigger:
+    """A run per event of `type` whose properties pass `filters`."""
+
+    type: str
+    filters: tuple[Filter, ...] = ()
+
+    def matches(self, props: dict) -> bool:
+        return all(f.matches(props) for f in self.filters)
+
+
+@dataclass(frozen=True)
+class DateTrigger:
+    """Yearly at `at_min` minutes after local midnight on the month and day of profile `field`."""
+
+    field: str
+    at_min: int
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """An event that ends a run: of `type`, passing `filters`, and for each (exit path,
+    trigger path) of `match` some value of the exit event equal to one of the trigger's."""
+
+    type: str
+    filters: tuple[Filter, ...] = ()
+    match: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+
+    def matches(self, props: dict) -> bool:
+        return all(f.matches(props) for f in self.filters)
+
+
 @dataclass(frozen=True)
 class Campaign:
+    """A campaign; exactly one of `segment`, `event`, `date` says what starts a run.
+
+    One-message campaigns (no `steps:` in the file) are runs of one step with id "" whose
+    `after` is the `delay`; they keep the message ids and decisions they always had
+    (`sequence` False).
+    """
+
     id: str
     name: str
-    segment: str
-    on: str  # "enter" | "exit"
+    segment: str | None
+    on: str  # "enter" | "exit" (segment triggers)
     channel: str
     priority: int
-    variants: tuple[Variant, ...]
+    variants: tuple[Variant, ...]  # of the first step
     fallbacks: dict
     reentry: str  # "once" | "every_time" | "once_per"
     reentry_ms: int  # the once_per duration (0 otherwise)
@@ -52,10 +110,22 @@ class Campaign:
     products_from: tuple[str, ...]
     contact_fields: frozenset[str] = frozenset()
     uses_products: bool = False
+    steps: tuple[Step, ...] = ()
+    event: EventTrigger | None = None
+    date: DateTrigger | None = None
+    exits: tuple[ExitRule, ...] = ()
+    run_key: tuple[str, ...] | None = None
+    max_runs: int = 1
+    sequence: bool = False
+    uses_trigger_items: bool = False  # templates read `products` of an event trigger's `items`
 
     @property
     def total_weight(self) -> int:
         return sum(v.weight for v in self.variants)
+
+    @property
+    def kind(self) -> str:
+        return "segment" if self.segment is not None else "event" if self.event is not None else "date"
 
 
 @dataclass(frozen=True)
@@ -101,11 +171,21 @@ class Campaigns:
         for c in self.campaigns:
             fields.add(ADDRESS_FIELD[c.channel])
             fields |= c.contact_fields
-            if c.uses_products:
+            if c.date is not None:
+                fields.add(c.date.field)
+            if c.uses_products and not c.uses_trigger_items:  # else the trigger event's own items
                 items.update(c.products_from)
         fields.discard("id")  # the contact id, not a profile field
         return Keep(consent_channels=tuple(channels), profile_fields=tuple(sorted(fields)),
                     items_of=tuple(sorted(items)))
+
+    def event_types(self) -> frozenset[str]:
+        """Event types that start or end runs (the engine reads them from the batch)."""
+        types = {c.event.type for c in self.campaigns if c.event is not None}
+        types |= {x.type for c in self.campaigns for x in c.exits}
+        if any(c.date is not None for c in self.campaigns):
+            types.add(PROFILE_TYPE)
+        return frozenset(types)
 
     def state_types(self) -> frozenset[str]:
         """Event types that change what campaigns read from the shard (consent, profile, items)."""

@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 #: and `skipped_duplicate` by the delivery's Redis check; it also uses `skipped_duplicate`
 #: for a re-entry its policy refuses and `failed` for a message it cannot build.
 OUTCOMES = ("sent", "skipped_consent", "skipped_duplicate", "skipped_stale", "capped", "deferred",
-            "cancelled", "failed")
+            "cancelled", "exited", "failed")
 
 
 def message_id(change_id: str, campaign_id: str) -> str:
@@ -31,8 +31,8 @@ class Message(NamedTuple):
     channel: str
     contact_id: str
     variant: str | None
-    segment_id: str
-    change_id: str
+    segment_id: str | None  # None: the run started from an event or a date
+    change_id: str | None
     due_at: int
     to: dict
     subject: str | None
@@ -40,6 +40,8 @@ class Message(NamedTuple):
     html: str | None
     data: dict
     stale: bool = False
+    step_id: str | None = None  # None: a one-message campaign
+    run_id: str | None = None
 
     def record(self) -> dict:
         """The JSON object for the retargeting-messages topic (key `contact_id`)."""
@@ -48,6 +50,7 @@ class Message(NamedTuple):
             "channel": self.channel, "contact_id": self.contact_id, "variant": self.variant,
             "segment_id": self.segment_id, "change_id": self.change_id, "due_at": format_ms(self.due_at),
             "to": dict(self.to), "subject": self.subject, "body": self.body, "data": dict(self.data),
+            "run_id": self.run_id, "step_id": self.step_id,
         }
         if self.html is not None:
             rec["html"] = self.html
@@ -59,7 +62,7 @@ class Message(NamedTuple):
         """The policy decision `sent` for this message (delivery reports its own outcome later)."""
         return Decision(self.message_id, self.campaign_id, self.channel, self.contact_id, "sent",
                         "stale" if self.stale else "", self.due_at, self.segment_id, self.change_id,
-                        self.variant, None)
+                        self.variant, None, "", self.step_id, self.run_id)
 
 
 class Decision(NamedTuple):
@@ -72,11 +75,13 @@ class Decision(NamedTuple):
     outcome: str
     reason: str
     at: int  # event time of the decision
-    segment_id: str
-    change_id: str
+    segment_id: str | None
+    change_id: str | None
     variant: str | None
     due_at: int | None  # deferred: when it will be looked at again
     detail: str = ""
+    step_id: str | None = None
+    run_id: str | None = None
 
     def record(self) -> dict:
         """The JSON object for the retargeting-decisions topic (key `contact_id`)."""
@@ -84,7 +89,7 @@ class Decision(NamedTuple):
             "schema": SCHEMA_VERSION, "message_id": self.message_id, "campaign_id": self.campaign_id,
             "channel": self.channel, "contact_id": self.contact_id, "outcome": self.outcome,
             "reason": self.reason, "at": format_ms(self.at), "segment_id": self.segment_id,
-            "change_id": self.change_id, "variant": self.variant,
+            "change_id": self.change_id, "variant": self.variant, "run_id": self.run_id, "step_id": self.step_id,
         }
         if self.due_at is not None:
             rec["due_at"] = format_ms(self.due_at)

@@ -34,6 +34,7 @@ CONTEXT_NAMES = frozenset({"contact", "segment", "change", "products", "variant"
 SEGMENT_FIELDS = frozenset({"id", "name"})
 CHANGE_FIELDS = frozenset({"at", "direction"})
 _GUARD_FILTERS = frozenset({"default", "d"})
+_DICT_METHODS = frozenset({"items", "keys", "values", "get", "copy", "update", "pop", "setdefault"})
 _GUARD_TESTS = frozenset({"defined", "undefined"})
 
 _TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -48,6 +49,10 @@ class TemplateInfo:
     contact_fields: frozenset[str]  # every contact field read, guarded or not
     unguarded: frozenset[str]  # fields read without `| default(...)` or an `is defined` guard
     uses_products: bool
+    #: What a rendering depends on beyond the variant and the segment id, for caching:
+    #: the contact fields it reads (None: the whole contact, or something too wide to key on).
+    key_fields: tuple[str, ...] | None = None
+    reads_change: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,26 @@ class _Walker:
         self.fields: set[str] = set()
         self.unguarded: set[str] = set()
         self.problems = problems
+        self.wide = False  # reads the whole contact, or the segment's name
+        self.reads_change = False
 
     def visit(self, node: nodes.Node, guarded: frozenset[str], direct_guard: bool = False) -> None:
+        if isinstance(node, nodes.Name):  # an object used whole, not one of its fields
+            if node.name in ("contact", "segment"):
+                self.wide = True
+            elif node.name == "change":
+                self.reads_change = True
+            return
         for name in ("contact", "segment", "change"):
             hit, field = _field_of(node, name)
             if not hit:
                 continue
+            if name == "change":
+                self.reads_change = True
+            elif name == "segment" and field != "id":
+                self.wide = True
+            elif name == "contact" and field in _DICT_METHODS:
+                self.wide = True
             if field is None:
                 self.problems.append(f"{name}[...] with a computed key: write {name}.FIELD so the field is known at load time")
             elif name == "contact":
@@ -170,7 +189,9 @@ def compile_template(source: Any, *, html: bool, fallbacks: dict[str, Any], alwa
             f"add '{f}: ...' under fallbacks, or write {{{{ contact.{f} | default('...') }}}}")
     template = env.from_string(source)
     uses_products = "products" in meta.find_undeclared_variables(ast)
-    info = TemplateInfo(frozenset(walker.fields), frozenset(walker.unguarded), uses_products)
+    wide = walker.wide or uses_products
+    info = TemplateInfo(frozenset(walker.fields), frozenset(walker.unguarded), uses_products,
+                        None if wide else tuple(sorted(walker.fields)), walker.reads_change)
     return CompiledTemplate(source, template, info, dict(template.globals))
 
 

@@ -10,7 +10,7 @@ from state.campaigns import DEFAULT_CAPS, builtin_campaigns, load_campaigns
 from state.definitions import builtin_segments, load_segments
 from state.errors import DefinitionError
 
-from .helpers import H, campaigns
+from .helpers import D, H, campaigns
 
 BASE = """
 campaigns:
@@ -38,11 +38,19 @@ def test_minimal_campaign_and_defaults():
 
 
 def test_builtin_campaigns_load():
-    """The shipped file defines the three espresso campaigns of seed 000 and the checkout reminders."""
+    """`builtin` is the three espresso campaigns of seed 000 and the shop automations of seeds 002-004;
+    `builtin:NAME` one file."""
     c = builtin_campaigns()
-    assert [x.id for x in c.campaigns] == ["email-espresso-resend", "email-espresso-sms-followup",
-                                           "push-espresso-urgent", "checkout-reminder-3h", "checkout-reminder-1d"]
-    assert [s.id for s in c.segments] == ["email-espresso", "sms-espresso", "push-espresso", "checkout-open"]
+    assert [x.id for x in c.campaigns] == [
+        "email-espresso-resend", "email-espresso-sms-followup", "push-espresso-urgent", "post-purchase",
+        "checkout-series", "browse-abandonment", "welcome-series", "win-back", "cross-sell", "birthday"]
+    assert [s.id for s in c.segments] == ["email-espresso", "sms-espresso", "push-espresso", "lapsed-customer"]
+    assert [x.id for x in load_campaigns("builtin:espresso").campaigns] == [x.id for x in c.campaigns[:3]]
+    shop = load_campaigns("builtin:shop")
+    assert [x.id for x in shop.campaigns] == [x.id for x in c.campaigns[3:]]
+    assert shop.by_id["checkout-series"].run_key == ("checkout_id",)
+    assert [s.after_ms for s in shop.by_id["post-purchase"].steps] == [0, 2 * D, 7 * D, 21 * D]
+    assert shop.by_id["birthday"].date.at_min == 9 * 60
     sms = c.by_id["email-espresso-sms-followup"]
     assert (sms.channel, sms.delay_ms, sms.quiet) == ("sms", 2 * H, (21 * 60, 8 * 60))
     assert load_campaigns(None).fingerprint == c.fingerprint
