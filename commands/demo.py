@@ -8,13 +8,16 @@
                                    (subprocess)                 (this process)
 
 The traffic is a small shop in real time (event time = now): people subscribe, open and
-click emails and SMS, open pushes, start checkouts and sometimes order. The segments are
-the built-in espresso segments with a short window (`--window`, default 45s instead of
-72h) plus an abandoned-checkout segment, so time-driven exits happen while you watch:
-an open ageing out makes a person leave email espresso with no new event. The built-in
-campaigns run on the same shortened clock (`demo_messages.py`); each message is printed as
-it is read from the messages topic, with the time since the event that triggered it
-(`--no-campaigns`: segments only).
+click emails and SMS, open pushes, view products and add some to the cart, start checkouts
+and sometimes pay them (an order with the checkout's `checkout_id`). The segments are the
+built-in espresso segments with a short window (`--window`, default 45s instead of 72h)
+plus an abandoned-checkout segment, so time-driven exits happen while you watch: an open
+ageing out makes a person leave email espresso with no new event. The built-in campaigns
+(espresso and the shop automations: welcome, checkout and post-purchase series, browse
+abandonment, ...) run on the same shortened clock (`demo_messages.py`), and so do the
+follow-ups that race them (a payment before or after the first checkout reminder, a cart
+before the browse reminder); each message is printed as it is read from the messages
+topic, with the time since the event that triggered it (`--no-campaigns`: segments only).
 
 Stops on Ctrl-C or after `--duration` (default: until Ctrl-C on a terminal, 60 s
 otherwise) and prints a summary.
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -45,9 +49,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from connectors.embedded_broker import EmbeddedBroker, free_port
 from connectors.kafka_config import KafkaConfig
 from connectors.topics import create_topics
-from state.timeutil import format_duration, format_ms
+from state.timeutil import format_duration, format_ms, parse_ts
 
-from .demo_messages import Trigger, demo_campaigns_yaml, describe_message, format_latency, message_latency, percentiles
+from .demo_messages import (PRODUCTION_WINDOW_MS, Trigger, demo_campaigns_yaml, describe_message, event_triggers,
+                            format_latency, message_latency, percentiles, run_id, scaled_duration,
+                            sequence_steps)
 from .settings import Count, Duration, Opt, Port, add_arguments, load
 
 __all__ = ["DemoSettings", "add_demo_args", "cmd_demo", "demo_segments_yaml", "demo_campaigns_yaml", "Traffic",
@@ -103,15 +109,26 @@ PRODUCTS = (("sku-espresso-beans", ["coffee"], 14.5), ("sku-moka-pot", ["gear"],
             ("sku-cups", ["gear", "gifts"], 22.0), ("sku-gift-card", ["gifts"], 50.0))
 
 
+_MIN, _HOUR = 60_000, 3_600_000
+
+
 class Traffic:
     """A small shop's contact events in real time; deterministic for a seed and a clock."""
 
-    def __init__(self, contacts: int = 300, seed: int | None = None, invalid_rate: float = 0.01) -> None:
+    def __init__(self, contacts: int = 300, seed: int | None = None, invalid_rate: float = 0.01,
+                 window_ms: int = 45_000) -> None:
         self.rng = random.Random(seed)
         self.max_contacts = contacts
         self.contacts: list[dict] = []
         self.invalid_rate = invalid_rate
-        self.pending: list[tuple[float, dict]] = []  # (due monotonic-free epoch s, event) follow-ups
+        self.pending: list[tuple[float, dict]] = []  # (due epoch ms, event) follow-ups
+        # Follow-ups that race the campaigns (an order after a checkout, a cart after a view)
+        # come on the demo's clock, like the campaigns' steps: production time x window/72h.
+        self.scale = window_ms / PRODUCTION_WINDOW_MS
+
+    def _later(self, now_ms: int, lo_ms: int, hi_ms: int) -> int:
+        """An instant between `lo_ms` and `hi_ms` of production time from now, on the demo's clock."""
+        return now_ms + max(1, round(self.rng.uniform(lo_ms, hi_ms) * self.scale))
 
     def _event(self, c: dict, etype: str, now_ms: int, props: dict | None = None) -> dict:
         ev = {"event_id": uuid.UUID(int=self.rng.getrandbits(128)).hex, "contact_id": c["id"], "type": etype,
@@ -179,10 +196,15 @@ class Traffic:
             items, value = self._items()
             checkout = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
             out.append(self._event(c, "checkout_started", now_ms,
-                                   {"checkout_id": checkout, "value": value, "items": items}))
-            if rng.random() < 0.45:  # completed 3-25 s later, else abandoned
-                self.pending.append((now_ms + rng.randint(3000, 25000), self._event(c, "order_placed", now_ms, {
-                    "order_id": "o-" + checkout, "value": value, "currency": "EUR", "items": items})))
+                                   {"checkout_id": checkout, "value": value, "currency": "EUR", "items": items}))
+            paid = rng.random()
+            if paid < 0.45:  # paid (the same checkout_id ends its checkout series), else abandoned:
+                # 2/3 within 2 h, before the first reminder (3 h); the rest after it, before the second (24 h)
+                due = (self._later(now_ms, 2 * _MIN, 2 * _HOUR) if paid < 0.3
+                       else self._later(now_ms, 4 * _HOUR, 20 * _HOUR))
+                self.pending.append((due, self._event(c, "order_placed", now_ms, {
+                    "order_id": "o-" + checkout, "checkout_id": checkout, "value": value, "currency": "EUR",
+                    "items": items})))
         elif r < 0.74:
             items, value = self._items()
             out.append(self._event(c, "order_placed", now_ms, {
@@ -193,7 +215,12 @@ class Traffic:
             out.append(self._event(c, "consent_changed", now_ms,
                                    {"channel": "email", "status": "unsubscribed", "reason": "user_request"}))
         else:
-            out.append(self._event(c, "product_viewed", now_ms, {"product_id": rng.choice(PRODUCTS)[0]}))
+            pid, cols, price = rng.choice(PRODUCTS)
+            out.append(self._event(c, "product_viewed", now_ms,
+                                   {"product_id": pid, "collection_ids": cols, "price": price}))
+            if rng.random() < 0.25:  # added to the cart 5 s to 30 min later: no browse-abandonment email
+                self.pending.append((self._later(now_ms, 5000, 30 * _MIN), self._event(
+                    c, "added_to_cart", now_ms, {"product_id": pid, "price": price, "quantity": 1})))
         return out
 
     def invalid(self, now_ms: int) -> bytes | None:
@@ -223,8 +250,10 @@ _EVENT_WHY = {
 }
 
 
-def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expires: str) -> str:
-    """Why a change happened, in words ("opened an email", "open aged out (window 45s)")."""
+def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expires: str,
+                    lapsed_after: str = "90d") -> str:
+    """Why a change happened, in words ("opened an email", "open aged out (window 45s)");
+    `lapsed_after` is the win-back segment's 90 days on the demo's clock."""
     cause, seg, enter = rec.get("cause") or {}, rec.get("segment_id", ""), rec.get("direction") == "enter"
     if cause.get("kind") == "event":
         etype = cause.get("type") or ""
@@ -236,6 +265,8 @@ def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expi
     if seg == "abandoned-checkout":
         return (f"checkout not completed within {abandoned_after}" if enter
                 else f"reminder period over ({abandoned_expires})")
+    if seg == "lapsed-customer" and enter:  # the win-back segment of the built-in shop campaigns
+        return f"no order for {lapsed_after} (90d in production)"
     if enter:
         return f"their order aged out (window {window}), recent interest still inside"
     what = {"email-espresso": "email open/click", "sms-espresso": "SMS click", "push-espresso": "push open"}
@@ -280,8 +311,8 @@ class DemoSettings(BaseModel):
         "--rate", help="events per second", fix="give a number of events per second such as 8")] = 8.0
     contacts: Annotated[Count, Opt("--contacts", help="people in the shop")] = 300
     window: Annotated[Duration, AfterValidator(_positive), Opt(
-        "--window", help="window of the demo espresso segments, 72h in production; campaign delays, caps and "
-        "re-entry periods shrink in proportion", fix="give a duration such as 45s or 2m")] = "45s"
+        "--window", help="window of the demo espresso segments, 72h in production; campaign delays, sequence "
+        "steps, caps and re-entry periods shrink in proportion", fix="give a duration such as 45s or 2m")] = "45s"
     abandoned_after: Annotated[Duration, AfterValidator(_positive), Opt(
         "--abandoned-after", help="a checkout with no order this long is abandoned",
         fix="give a duration such as 15s or 1m")] = "15s"
@@ -353,7 +384,8 @@ class Demo:
         self.window = format_duration(settings.window)
         self.after = format_duration(settings.abandoned_after)
         self.expires = format_duration(max(settings.window, 4 * settings.abandoned_after))
-        self.traffic = Traffic(settings.contacts, settings.seed)
+        self.lapsed = scaled_duration("90d", settings.window)
+        self.traffic = Traffic(settings.contacts, settings.seed, window_ms=settings.window)
         self.stats: Counter = Counter()
         self.latencies: list[float] = []
         self.produced = 0
@@ -361,6 +393,12 @@ class Demo:
         # messages: event id -> wall ms it was produced; change id -> its trigger; read, not yet shown
         self.produced_at: dict[str, int] = {}
         self.triggers: dict[str, Trigger] = {}
+        # event-triggered campaigns: event type -> campaign ids; run id -> the event that started it
+        self.event_campaigns: dict[str, tuple[str, ...]] = {}
+        self.run_triggers: dict[str, Trigger] = {}
+        self.sequences: dict[str, tuple[str, ...]] = {}  # campaign id -> its step ids (sequences only)
+        self.steps: Counter = Counter()  # (campaign id, step id) -> messages sent
+        self.exited: Counter = Counter()  # campaign id -> runs ended by an exit_when event
         self.waiting: list[tuple[dict, int, float]] = []
         self.sent: Counter = Counter()
         self.msg_latency: dict[str, list[int]] = {}  # channel -> ms from trigger event to message read
@@ -398,7 +436,10 @@ class Demo:
             camps = None
             if campaigns:
                 camps = workdir / "demo-campaigns.yaml"
-                camps.write_text(demo_campaigns_yaml(self.s.window))
+                text = demo_campaigns_yaml(self.s.window)
+                camps.write_text(text)
+                self.event_campaigns = event_triggers(text)
+                self.sequences = sequence_steps(text)
             port = self._metrics_port()
             flow = self._start_flow(bootstrap, topics, segments, camps, port, workdir)
             where = (f"metrics at http://127.0.0.1:{port}/metrics, health /livez /readyz; " if port >= 0 else "")
@@ -407,10 +448,11 @@ class Demo:
                      f"abandoned-checkout after {self.after}; "
                      + (f"running {self.duration:g}s" if self.duration else "Ctrl-C to stop"))
             if camps is not None:
-                self.say(f"espresso demo: built-in campaigns with every duration x {self.window}/72h, each message "
-                         f"printed as it is read from {topics.messages}; campaigns: {camps}")
+                self.say(f"espresso demo: built-in campaigns (espresso and shop automations) with every duration "
+                         f"x {self.window}/72h, each message printed as it is read from {topics.messages}; "
+                         f"campaigns: {camps}")
             self.say()
-            self._loop(kafka, topics, flow)
+            self._loop(kafka, topics, flow, port)
         except KeyboardInterrupt:
             pass
         finally:
@@ -483,8 +525,12 @@ class Demo:
             now_ms = time.time_ns() // 1_000_000
             for ev in self.traffic.tick(now_ms):
                 p.produce(topic, orjson.dumps(ev), ev["contact_id"].encode())
-                self.produced_at[ev["event_id"]] = time.time_ns() // 1_000_000
+                produced_ms = time.time_ns() // 1_000_000
+                self.produced_at[ev["event_id"]] = produced_ms
                 self.produced += 1
+                for campaign_id in self.event_campaigns.get(ev["type"], ()):  # the runs it may start
+                    self.run_triggers[run_id(ev["contact_id"], campaign_id, ev["event_id"])] = Trigger(
+                        parse_ts(ev["ts"]), ev["type"], produced_ms)
             bad = self.traffic.invalid(now_ms)
             if bad is not None:
                 p.produce(topic, bad)
@@ -492,6 +538,8 @@ class Demo:
             p.poll(0)
             if len(self.produced_at) > _REMEMBER:  # keep the newest half (dicts keep insertion order)
                 self.produced_at = dict(list(self.produced_at.items())[_REMEMBER // 2:])
+            if len(self.run_triggers) > _REMEMBER:
+                self.run_triggers = dict(list(self.run_triggers.items())[_REMEMBER // 2:])
             nxt += self.rng_interval(interval)
             delay = nxt - time.monotonic()
             if delay > 0:
@@ -503,7 +551,23 @@ class Demo:
     def rng_interval(self, mean: float) -> float:
         return self.traffic.rng.expovariate(1.0 / mean)
 
-    def _loop(self, kafka: KafkaConfig, topics: Topics, flow: subprocess.Popen) -> None:
+    def _wait_ready(self, port: int, flow: subprocess.Popen, timeout_s: float = 60.0) -> None:
+        """Until the flow's /readyz answers 200 (it reads every partition), so the first events'
+        latencies are the flow's, not its start-up; without a metrics port, not at all."""
+        if port < 0:
+            return
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and flow.poll() is None and not self.stop.is_set():
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/readyz", timeout=1) as res:
+                    if res.status == 200:
+                        return
+            except OSError:  # not listening yet, or 503 while starting
+                pass
+            self.stop.wait(0.1)
+
+    def _loop(self, kafka: KafkaConfig, topics: Topics, flow: subprocess.Popen, port: int = -1) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
         from connectors.consume import next_batch
@@ -512,6 +576,7 @@ class Demo:
         md = consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
         read = [t for t in (topics.changes, topics.dlq, topics.messages, topics.decisions) if t]
         consumer.assign([TopicPartition(t, p, 0) for t in read for p in md.topics[t].partitions])
+        self._wait_ready(port, flow)
         producer = threading.Thread(target=self._producer_thread, args=(kafka, topics.events),
                                     name="demo-traffic", daemon=True)
         producer.start()
@@ -550,6 +615,8 @@ class Demo:
             elif msg.topic() == topics.decisions:
                 rec = orjson.loads(msg.value())
                 self.decisions[rec.get("outcome", "?")] += 1
+                if rec.get("outcome") == "exited":
+                    self.exited[rec.get("campaign_id")] += 1
         self._release()
 
     def _show_change(self, msg: Any) -> None:
@@ -569,7 +636,7 @@ class Demo:
         when = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone().strftime("%H:%M:%S.%f")[:-3]
         who = f"{rec['contact_id']} ({self.traffic.name_of(rec['contact_id'])})"
         arrow = s("ENTER", "1;32") if enter else s("EXIT ", "1;31")
-        why = describe_change(rec, self.window, self.after, self.expires)
+        why = describe_change(rec, self.window, self.after, self.expires, self.lapsed)
         tail = "" if caused_by_event else s("  [time]", "2")
         self.say(f"{when}  {who:<16} {arrow}  {seg:<19} {why}{tail}")
 
@@ -585,8 +652,10 @@ class Demo:
         now = time.monotonic()
         keep = []
         for rec, read_ms, read_at in self.waiting:
-            trigger = self.triggers.get(rec.get("change_id", ""))
-            if trigger is not None or final or now - read_at >= _JOIN_WAIT_S:
+            by_event = rec.get("change_id") is None  # a run started by an event: known since it was produced
+            trigger = (self.run_triggers.get(rec.get("run_id") or "") if by_event
+                       else self.triggers.get(rec["change_id"]))
+            if trigger is not None or by_event or final or now - read_at >= _JOIN_WAIT_S:
                 self._show_message(rec, trigger, read_ms)
             else:
                 keep.append((rec, read_ms, read_at))
@@ -595,6 +664,8 @@ class Demo:
     def _show_message(self, rec: dict, trigger: Trigger | None, read_ms: int) -> None:
         channel = rec.get("channel", "?")
         self.sent[channel] += 1
+        if rec.get("step_id"):
+            self.steps[(rec.get("campaign_id"), rec["step_id"])] += 1
         kind, ms = message_latency(rec, trigger, read_ms)
         if kind == "event":
             self.msg_latency.setdefault(channel, []).append(ms)
@@ -647,6 +718,13 @@ class Demo:
                 self.say(f"  timed messages (after a delay or deferral, or a time-driven change): read p50 "
                          f"{format_latency(p50)}, p99 {format_latency(p99)} after due ({len(self.due_latency)}; timers "
                          "wait for the 2s allowed lateness)")
+            for campaign_id, step_ids in self.sequences.items():  # per sequence: messages per step, exits
+                counts = [(self.steps[(campaign_id, st)], st) for st in step_ids]
+                total, exited = sum(n for n, _ in counts), self.exited[campaign_id]
+                if total or exited:
+                    steps = ", ".join(f"{n} {st}" for n, st in counts if n)
+                    self.say(f"  {campaign_id:<20} {total:>4} sent" + (f"   {steps}" if steps else "")
+                             + (f"; {exited} run{'s' if exited != 1 else ''} exited" if exited else ""))
             if self.decisions:
                 self.say("  other decisions: " + ", ".join(f"{k} {v}" for k, v in self.decisions.most_common()))
         if code not in (None, 0):

@@ -16,12 +16,24 @@ import xxhash
 
 from ..timeutil import format_ms
 from .model import Campaign, Step, Variant
-from .templates import CompiledTemplate, render
+from .templates import render
 
 __all__ = ["pick_variant", "Composer"]
 
 _xxh64 = xxhash.xxh3_64_intdigest
 _CACHE_MAX = 4096
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _freeze(v: Any) -> Any:
+    """A hashable copy of JSON data (lists and mappings as tuples), for cache keys."""
+    if isinstance(v, _SCALARS):
+        return v
+    if isinstance(v, dict):
+        return ("{", tuple((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return ("[", tuple(_freeze(x) for x in v))
+    raise TypeError("not JSON data")
 
 
 def pick_variant(camp: Campaign, step: Step, contact_id: str) -> Variant:
@@ -43,6 +55,58 @@ class Composer:
     def __init__(self, seg_names: dict[str, str]) -> None:
         self.seg_names = seg_names
         self._caches: dict[int, dict] = {}
+        self._cols: dict[str, int] = {}
+
+    def bind(self, profile_cols: dict[str, int]) -> None:
+        """The shard's profile columns (object columns by field name)."""
+        self._cols = dict(profile_cols)
+
+    def _field(self, camp: Campaign, name: str, cid: str, row: int | None, O: list) -> Any:
+        if name == "id":
+            return cid
+        col = self._cols.get(name)
+        v = None if col is None or row is None else O[col][row]
+        return camp.fallbacks.get(name) if v is None or v == "" else v
+
+    def texts(self, camp: Campaign, variant: Variant, cid: str, row: int | None, shard: Any, products: list,
+              trigger_at: int) -> tuple[str | None, str, str | None]:
+        """(subject, body, html) of `variant` for the contact; the context is built only when
+        some template is not in the cache."""
+        O = shard.O
+        ctx: dict | None = None
+        out: list = []
+        seg = camp.segment or ""
+        for tpl in (variant.subject, variant.body, variant.html):
+            if tpl is None:
+                out.append(None)
+                continue
+            info = tpl.info
+            key = None
+            if info.key_fields is not None:
+                key = (tuple(self._field(camp, f, cid, row, O) for f in info.key_fields),
+                       trigger_at if info.reads_change else None, variant.name, seg, None)
+                cache = self._caches.get(id(tpl))
+                if cache is None:
+                    cache = self._caches[id(tpl)] = {}
+                try:
+                    if info.uses_products:
+                        key = key[:4] + (_freeze(products),)
+                    text = cache.get(key)
+                except TypeError:  # a profile value that is a list or a mapping: not a key
+                    key, text = None, None
+                if text is not None:
+                    out.append(text)
+                    continue
+            if ctx is None:
+                profile = shard.profile(row) if row is not None else {}
+                ctx = self.context(camp, variant, cid, profile, products, camp.segment, trigger_at)
+            text = render(tpl, ctx)
+            if key is not None:
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[key] = text
+            out.append(text)
+        return out[0], out[1] or "", out[2]
 
     def context(self, camp: Campaign, variant: Variant, contact_id: str, profile: dict, products: list,
                 segment_id: str | None, trigger_at: int) -> dict:
@@ -56,31 +120,8 @@ class Composer:
                 "change": {"at": format_ms(trigger_at), "direction": camp.on or ""},
                 "products": products, "variant": variant.name}
 
-    def render(self, tpl: CompiledTemplate | None, ctx: dict) -> str | None:
-        if tpl is None:
-            return None
-        info = tpl.info
-        if info.key_fields is None:
-            return render(tpl, ctx)
-        contact = ctx["contact"]
-        key = (tuple(contact.get(f) for f in info.key_fields), ctx["change"]["at"] if info.reads_change else None,
-               ctx["variant"], ctx["segment"]["id"])
-        cache = self._caches.get(id(tpl))
-        if cache is None:
-            cache = self._caches[id(tpl)] = {}
-        try:
-            text = cache.get(key)
-        except TypeError:  # a profile value that is a list or a mapping: not a key
-            return render(tpl, ctx)
-        if text is None:
-            text = render(tpl, ctx)
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[key] = text
-        return text
-
     @staticmethod
-    def products(camp: Campaign, items_of: Any, trigger_items: list | None) -> list:
+    def products(camp: Campaign, items_of: Any, trigger_items: list | tuple | None) -> list:
         """`products` of the context: the trigger event's items (or its one product, kept as
         `(product_id, price)`), else the latest items of `products_from`."""
         if isinstance(trigger_items, tuple):

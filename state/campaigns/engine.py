@@ -72,6 +72,8 @@ _xxh64 = xxhash.xxh3_64_intdigest
 _xxh128 = xxhash.xxh3_128_hexdigest
 _INF = 1 << 62
 _MASK64 = (1 << 64) - 1
+_SAME = object()
+_new = tuple.__new__  # skips NamedTuple's Python-level __new__: one per decision
 
 
 class Pending(tuple):
@@ -235,16 +237,13 @@ class CampaignEngine:
                 c, step = self.camps[k], old.step[s]
                 if step == DATE_STEP and c.date is None or step != DATE_STEP and step >= len(c.steps):
                     continue
-                n = self.runs.new(old.cid[s], k, step, old.start[s], old.due[s], old.rid[s], old.key[s], old.mk[s],
-                                  old.obj[s])
-                self.runs.first[n] = old.first[s]
+                self.runs.new(old.cid[s], k, step, old.start[s], old.due[s], old.rid[s], old.key[s], old.obj[s])
         for p in state.pending:  # a snapshot of the one-message engine
             k = self._index.get(p.campaign_id)
             if k is None or self.camps[k].segment is None:
                 continue
             rid = _run_id(p.contact_id, p.campaign_id, p.change_id)
-            n = self.runs.new(p.contact_id, k, 0, p.trigger_at, p.due, rid, obj=p.change_id)
-            self.runs.first[n] = p.first_due
+            self.runs.new(p.contact_id, k, 0, p.trigger_at, p.due, rid, obj=p.change_id)
         for cid in self.runs.heads:
             self.memos.setdefault(cid, Memo())
         # Idle contacts are looked at once at the next advance, then as their memories expire.
@@ -271,6 +270,11 @@ class CampaignEngine:
             raise ValueError("the shard does not keep what campaigns need (" + ", ".join(missing)
                              + "): compile the segments with compile_program(segments, engine.required_keep())")
         self._checked = program
+        # Decisions read the shard's columns directly (the hot path of the campaign stage).
+        self._consent_col = dict(program.consent_cols)
+        self._addr_col = {ch: program.profile_cols[f] for ch, f in ADDRESS_FIELD.items() if f in program.profile_cols}
+        self._tz_col = program.profile_cols.get(TIMEZONE_FIELD)
+        self.composer.bind(program.profile_cols)
 
     # -- state ------------------------------------------------------------------
     def next_due(self) -> int | None:
@@ -447,24 +451,31 @@ class CampaignEngine:
                steps_before: int | None = None) -> None:
         """Everything of `cid` strictly before `x`, in time order: the instants of its inbox
         and its due steps (steps only before `steps_before` when given)."""
-        runs = self.runs
-        due_col = runs.due
+        runs, inbox = self.runs, self.inbox
+        heads = runs.heads
+        box = inbox.get(cid)
+        if not box and cid not in heads:
+            return
+        due, nxt = runs.due, runs.nxt
         limit = x if steps_before is None else min(x, steps_before)
         while True:
-            box = self.inbox.get(cid)
             ti = box[0][3] if box else _INF
             td = _INF
-            for s in runs.of(cid):
-                if due_col[s] < td:
-                    td = due_col[s]
+            s = heads.get(cid, -1)
+            while s >= 0:
+                d = due[s]
+                if d < td:
+                    td = d
+                s = nxt[s]
             if td >= limit:
                 td = _INF
             if ti >= x and td == _INF:
                 return
             if ti <= td:
                 self._instant(cid, ti, (), shard, now_ms, out)
+                box = inbox.get(cid)
             else:
-                self._at(cid, td, (), [], shard, now_ms, out)
+                self._at(cid, td, (), (), shard, now_ms, out)
 
     def _instant(self, cid: str, at: int, group: Sequence[Change], shard: Shard, now_ms: int | None,
                  out: list) -> None:
@@ -504,8 +515,12 @@ class CampaignEngine:
             starts = self._seg_triggers.get(key)
             if starts:
                 chid = make_change_id(c.contact_id, c.segment_id, c.direction, c.at, c.seq)
+                # The run keeps the change's seq (8 bytes) rather than its id (81), unless
+                # it is decided at another instant than the change's (a late correction).
+                exact = t == c.at
                 for k in starts:
-                    self._start(k, cid, t, _run_id(cid, self.camps[k].id, chid), chid, memo, row, shard, out)
+                    self._start(k, cid, t, _run_id(cid, self.camps[k].id, chid), chid, memo, row, shard, out,
+                                key=c.seq if exact else 0, keep=None if exact else chid)
         for ev in evs:
             etype = ev[2]
             if etype == PROFILE_TYPE and self._dates:
@@ -535,7 +550,9 @@ class CampaignEngine:
         return (code >> 6) & 3 == 2 and code >> 8 >= t
 
     def _start(self, k: int, cid: str, t: int, rid: int, obj: object, memo: Memo, row: int | None, shard: Shard,
-               out: list, key: int = 0, mk: int = 0) -> None:
+               out: list, key: int = 0, keep: object = _SAME) -> None:
+        """Start run `rid` of campaign `k` at `t` (`obj`: what its records need; `keep`: what
+        the run stores instead, if different)."""
         c = self.camps[k]
         first = c.steps[0]
         if c.sequence:
@@ -566,7 +583,7 @@ class CampaignEngine:
                 out.append(self._decision(s, "cancelled", "superseded", t))
                 runs.end(s)
         due = t + first.after_ms
-        runs.new(cid, k, 0, t, due, rid, key, mk, obj)
+        runs.new(cid, k, 0, t, due, rid, key, obj if keep is _SAME else keep)
         if not c.sequence and first.after_ms:
             out.append(self._decision_raw(k, cid, 0, rid, obj, "deferred", "delay", t, due))
 
@@ -585,13 +602,13 @@ class CampaignEngine:
             if key and any(runs.key[s] == key and runs.camp[s] == k and runs.step[s] != DATE_STEP
                            for s in runs.of(cid)):
                 return  # the run this key names is open: the event is part of it
-        mk, matchsets = 0, None
+        matchsets = None
         paths = self._match_paths[k]
-        if paths:
-            if len(paths) == 1:
+        if paths and not (c.run_key is not None and paths == (c.run_key,)):  # else the key is what exits match
+            if len(paths) == 1 and c.run_key is None:
                 hs = _hashes(props, paths[0])
                 if len(hs) == 1:
-                    mk = next(iter(hs))
+                    key = next(iter(hs))
                 elif hs:
                     matchsets = {paths[0]: frozenset(hs)}
             else:
@@ -603,7 +620,7 @@ class CampaignEngine:
                 pid = props.get("product_id")
                 items = None if pid is None else (pid, props.get("price"))
         obj = None if matchsets is None and items is None else (matchsets, items)
-        self._start(k, cid, t, _run_id(cid, c.id, ev[0]), obj, memo, row, shard, out, key, mk)
+        self._start(k, cid, t, _run_id(cid, c.id, ev[0]), obj, memo, row, shard, out, key)
 
     def _exit(self, cid: str, ev: Event, exits: list, t: int, out: list) -> None:
         props = ev[4]
@@ -626,7 +643,7 @@ class CampaignEngine:
     def _matches(self, s: int, rule, props: dict) -> bool:  # type: ignore[no-untyped-def]
         obj = self.runs.obj[s]
         sets = obj[0] if isinstance(obj, tuple) else None
-        mk = self.runs.mk[s]
+        mk = self.runs.key[s]
         for xp, tp in rule.match:
             values = _hashes(props, xp)
             if sets is not None:
@@ -656,7 +673,7 @@ class CampaignEngine:
             elif slot < 0:
                 runs.new(cid, k, DATE_STEP, t, nf[0], 0)
             elif runs.due[slot] != nf[0]:
-                runs.move(slot, nf[0], first=True)
+                runs.move(slot, nf[0])
 
     def _fire_date(self, slot: int, cid: str, t: int, memo: Memo, row: int | None, shard: Shard,
                    out: list) -> None:
@@ -677,20 +694,27 @@ class CampaignEngine:
         if nf is None:
             runs.end(slot)
         else:
-            runs.move(slot, nf[0], first=True)
+            runs.move(slot, nf[0])
 
     # -- steps --------------------------------------------------------------------------
     def _decide_due(self, cid: str, t: int, memo: Memo, row: int | None, shard: Shard, now_ms: int | None,
                     out: list) -> None:
         runs = self.runs
-        due_col = runs.due
-        while cid in runs.heads:
-            due = [s for s in runs.of(cid) if due_col[s] <= t]
+        due_col, nxt, step_col, heads = runs.due, runs.nxt, runs.step, runs.heads
+        while True:
+            due = []
+            dates = False
+            s = heads.get(cid, -1)
+            while s >= 0:
+                if due_col[s] <= t:
+                    due.append(s)
+                    if step_col[s] == DATE_STEP:
+                        dates = True
+                s = nxt[s]
             if not due:
                 return
-            dates = [s for s in due if runs.step[s] == DATE_STEP]
             if dates:
-                for s in sorted(dates, key=self._order):
+                for s in sorted((s for s in due if step_col[s] == DATE_STEP), key=self._order):
                     self._fire_date(s, cid, t, memo, row, shard, out)
                 continue
             if len(due) > 1:
@@ -707,7 +731,7 @@ class CampaignEngine:
         if i < len(steps):
             runs.step[s] = i
             due = runs.start[s] + steps[i].after_ms
-            runs.move(s, due if due > t else t, first=True)
+            runs.move(s, due if due > t else t)
         else:
             runs.end(s)
 
@@ -727,34 +751,37 @@ class CampaignEngine:
             out.append(self._decision(s, "skipped_duplicate", refusal[0], t, detail=refusal[1]))
             self._next(s, t)
             return
-        status = None if row is None else shard.consent(row, c.channel)[0]
-        if status != "subscribed":
+        I, O = shard.I, shard.O
+        status = 0 if row is None else (I[self._consent_col[c.channel]][row] >> 6) & 3
+        if status != 1:
             out.append(self._decision(s, "skipped_consent", "unsubscribed" if status else "no_consent", t))
             self._next(s, t)
             return
-        profile = shard.profile(row)  # type: ignore[arg-type]
-        address = profile.get(ADDRESS_FIELD[c.channel])
+        address = O[self._addr_col[c.channel]][row]  # type: ignore[index]
         if not isinstance(address, str) or not address:
             out.append(self._decision(s, "failed", "no_address", t, detail=f"profile has no {ADDRESS_FIELD[c.channel]}"))
             self._next(s, t)
             return
         if c.quiet is not None:
-            u = next_allowed(t, self._profile_zone(profile), c.quiet[0], c.quiet[1])
+            tz = self._default_tz if self._tz_col is None else (zone(O[self._tz_col][row]) or self._default_tz)
+            u = next_allowed(t, tz, c.quiet[0], c.quiet[1])
             if u > t:
                 runs.move(s, u)
                 out.append(self._decision(s, "deferred", "quiet_hours", t, u))
                 return
-        hit = blocked(self._caps, memo.sends, c.channel, t)
-        if hit:
-            names = ",".join(n for n, _ in hit)
-            release = max(r for _, r in hit)
-            if c.cap_policy == "defer" and release - runs.first[s] <= c.max_defer_ms:
-                runs.move(s, release)
-                out.append(self._decision(s, "deferred", f"cap:{names}", t, release))
+        if memo.sends:
+            hit = blocked(self._caps, memo.sends, c.channel, t)
+            if hit:
+                names = ",".join(n for n, _ in hit)
+                release = max(r for _, r in hit)
+                # max_defer counts from the step's own instant (trigger + after)
+                if c.cap_policy == "defer" and release - (runs.start[s] + c.steps[runs.step[s]].after_ms) <= c.max_defer_ms:
+                    runs.move(s, release)
+                    out.append(self._decision(s, "deferred", f"cap:{names}", t, release))
+                    return
+                out.append(self._decision(s, "capped", f"cap:{names}", t))
+                self._next(s, t)
                 return
-            out.append(self._decision(s, "capped", f"cap:{names}", t))
-            self._next(s, t)
-            return
         step = c.steps[runs.step[s]]
         variant = pick_variant(c, step, cid)
         obj = runs.obj[s]
@@ -762,12 +789,8 @@ class CampaignEngine:
         if c.uses_products:
             items = obj[1] if isinstance(obj, tuple) else None
             products = self.composer.products(c, lambda e: shard.items(row, e), items)  # type: ignore[arg-type]
-        composer = self.composer
-        ctx = composer.context(c, variant, cid, profile, products, c.segment, runs.start[s])
         try:
-            subject = composer.render(variant.subject, ctx)
-            body = composer.render(variant.body, ctx)
-            html = composer.render(variant.html, ctx)
+            subject, body, html = self.composer.texts(c, variant, cid, row, shard, products, runs.start[s])
         except Exception as exc:  # data the load-time checks cannot see (e.g. products[0] of none)
             out.append(self._decision(s, "failed", "template_error", t, detail=str(exc)[:200]))
             self._next(s, t)
@@ -777,36 +800,42 @@ class CampaignEngine:
         if c.reentry != "every_time":
             memo.fired[c.id] = (t, rid)
         self.stats["sent"] += 1
-        mid, chid, step_id = self._ids(c, step.id, rid, obj)
-        out.append(Message(mid, c.id, c.channel, cid, variant.name or None, c.segment, chid, t,
-                           {ADDRESS_FIELD[c.channel]: address}, subject, body or "", html, dict(variant.data), stale,
-                           step_id, run_hex(rid)))
+        mid, chid, step_id = self._ids(c, step.id, rid, obj, cid, runs.start[s], runs.key[s])
+        out.append(_new(Message, (mid, c.id, c.channel, cid, variant.name or None, c.segment, chid, t,
+                                  {ADDRESS_FIELD[c.channel]: address}, subject, body or "", html, dict(variant.data),
+                                  stale, step_id, run_hex(rid))))
         self._next(s, t)
 
     # -- records ------------------------------------------------------------------------
     @staticmethod
-    def _ids(c: Campaign, step_id: str, rid: int, obj: object) -> tuple[str, str | None, str | None]:
+    def _ids(c: Campaign, step_id: str, rid: int, obj: object, cid: str, start: int,
+             mk: int) -> tuple[str, str | None, str | None]:
         """(message id, change id, step id): a one-message campaign keeps the id of its change."""
-        chid = obj if isinstance(obj, str) else None
+        if isinstance(obj, str):
+            chid: str | None = obj
+        elif c.segment is not None and mk:
+            chid = make_change_id(cid, c.segment, c.on, start, mk)
+        else:
+            chid = None
         if not c.sequence:
             return message_id(chid, c.id), chid, None  # type: ignore[arg-type]
-        return _xxh128(f"{run_hex(rid)}\x1f{step_id}".encode()), chid, step_id
+        return _xxh128(f"{run_hex(rid)}\x1f{step_id}".encode()), chid, step_id or None
 
     def _decision(self, s: int, outcome: str, reason: str, at: int, due_at: int | None = None,
                   detail: str = "") -> Decision:
         runs = self.runs
         return self._decision_raw(runs.camp[s], runs.cid[s], runs.step[s], runs.rid[s], runs.obj[s], outcome,
-                                  reason, at, due_at, detail)
+                                  reason, at, due_at, detail, runs.start[s], runs.key[s])
 
     def _decision_raw(self, k: int, cid: str, i: int, rid: int, obj: object, outcome: str, reason: str, at: int,
-                      due_at: int | None = None, detail: str = "") -> Decision:
+                      due_at: int | None = None, detail: str = "", start: int = 0, mk: int = 0) -> Decision:
         c = self.camps[k]
         step = c.steps[i]
-        mid, chid, step_id = self._ids(c, step.id, rid, obj)
+        mid, chid, step_id = self._ids(c, step.id, rid, obj, cid, start, mk)
         variant = pick_variant(c, step, cid).name or None
         self.stats[outcome] = self.stats.get(outcome, 0) + 1
-        return Decision(mid, c.id, c.channel, cid, outcome, reason, at, c.segment, chid, variant, due_at, detail,
-                        step_id, run_hex(rid))
+        return _new(Decision, (mid, c.id, c.channel, cid, outcome, reason, at, c.segment, chid, variant, due_at,
+                               detail, step_id, run_hex(rid)))
 
     # -- memory -------------------------------------------------------------------------
     def _tidy(self, cid: str, memo: Memo, t: int) -> None:
@@ -815,6 +844,11 @@ class CampaignEngine:
         if memo.sends and memo.sends[0][0] <= t - self._window:
             low = t - self._window
             memo.sends = [s for s in memo.sends if s[0] > low]
+        if cid in self.runs.heads or cid in self.inbox:
+            return  # looked at again when its runs or events are decided
+        if not memo.sends and not memo.fired:
+            del self.memos[cid]
+            return
         until = memo.sends[-1][0] + self._window if memo.sends else NEVER
         for k, (last, _) in list(memo.fired.items()):
             d = self._once_per.get(k)
@@ -828,8 +862,6 @@ class CampaignEngine:
                 del memo.fired[k]
             elif until is not None:
                 until = max(until, last + d)
-        if cid in self.runs.heads or cid in self.inbox:
-            return  # looked at again when its runs or events are decided
         if until == NEVER:
             del self.memos[cid]
         elif until is not None and until != memo.expires:

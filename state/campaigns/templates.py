@@ -189,7 +189,7 @@ def compile_template(source: Any, *, html: bool, fallbacks: dict[str, Any], alwa
             f"add '{f}: ...' under fallbacks, or write {{{{ contact.{f} | default('...') }}}}")
     template = env.from_string(source)
     uses_products = "products" in meta.find_undeclared_variables(ast)
-    wide = walker.wide or uses_products
+    wide = walker.wide
     info = TemplateInfo(frozenset(walker.fields), frozenset(walker.unguarded), uses_products,
                         None if wide else tuple(sorted(walker.fields)), walker.reads_change)
     return CompiledTemplate(source, template, info, dict(template.globals))

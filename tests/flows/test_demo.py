@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from commands.demo import DemoSettings, Traffic, add_demo_args, demo_segments_yaml, describe_change
-from commands.demo_messages import (Trigger, demo_campaigns_yaml, describe_message, message_latency, message_text,
-                                    percentiles)
+from commands.demo_messages import (Trigger, demo_campaigns_yaml, describe_message, event_triggers, message_latency,
+                                    message_text, percentiles, run_id, sequence_steps)
 from state.definitions import parse_segments
 from state.errors import ConfigError
 from state.events import Invalid, parse_event
@@ -30,8 +30,9 @@ def test_demo_segments_compile_with_a_short_window():
 
 
 def test_traffic_is_valid_realistic_and_deterministic():
-    """Every event the demo produces is valid; the mix has sign-ups, opens, checkouts and orders;
-    the same seed gives the same stream; broken records only come from `invalid()`."""
+    """Every event the demo produces is valid; the mix has sign-ups, opens, checkouts and orders,
+    product views and carts; the same seed gives the same stream; broken records only come from
+    `invalid()`."""
     def run(seed):
         t = Traffic(contacts=50, seed=seed)
         evs = []
@@ -44,11 +45,40 @@ def test_traffic_is_valid_realistic_and_deterministic():
         assert not isinstance(parse_event(orjson.dumps(ev)), Invalid), ev
     types = {e["type"] for e in evs}
     assert {"consent_changed", "profile_updated", "email_open", "email_click", "checkout_started",
-            "order_placed", "sms_click", "push_open"} <= types
+            "order_placed", "sms_click", "push_open", "product_viewed", "added_to_cart"} <= types
     t = Traffic(10, seed=2, invalid_rate=1.0)
     t.tick(0)
     bad = [t.invalid(0) for _ in range(20)]
     assert all(isinstance(parse_event(b), Invalid) for b in bad)
+
+
+def test_shop_traffic_races_the_automations_on_the_demo_clock():
+    """What the shop automations react to: checkouts with a checkout_id and items, some paid by an
+    order with the same checkout_id (most before the first reminder, 3 h on the demo's clock, the
+    rest between the two), views with product_id and price, a quarter followed by that product
+    in the cart within 30 min (scaled), before the 1 h browse reminder; email sign-ups."""
+    window = 45_000
+    scale = window / (72 * 3_600_000)
+    t = Traffic(contacts=80, seed=5, window_ms=window)
+    evs = []
+    for i in range(4000):
+        evs += t.tick(1_790_000_000_000 + i * 125)
+    ts = {e["event_id"]: int(datetime.fromisoformat(e["ts"]).timestamp() * 1000) for e in evs}
+    checkouts = {e["properties"]["checkout_id"]: e for e in evs if e["type"] == "checkout_started"}
+    assert checkouts and all(e["properties"]["items"] for e in checkouts.values())
+    paid = [(checkouts[e["properties"]["checkout_id"]], e) for e in evs
+            if e["type"] == "order_placed" and "checkout_id" in e["properties"]]
+    assert 0.3 < len(paid) / len(checkouts) < 0.6
+    waits = [ts[o["event_id"]] - ts[c["event_id"]] for c, o in paid]
+    first, second = 3 * 3_600_000 * scale, 24 * 3_600_000 * scale  # the checkout series' steps
+    assert sum(w < first for w in waits) > len(waits) / 2 and any(first < w < second for w in waits)
+    assert all(w < second + 500 for w in waits)  # an order arrives at the tick after it is due
+    views = [e for e in evs if e["type"] == "product_viewed"]
+    assert views and all({"product_id", "price"} <= e["properties"].keys() for e in views)
+    carts = [e for e in evs if e["type"] == "added_to_cart"]
+    assert 0.15 < len(carts) / len(views) < 0.35
+    assert any(e["type"] == "consent_changed" and e["properties"] == {
+        "channel": "email", "status": "subscribed", "reason": "signup_form"} for e in evs)
 
 
 def test_changes_are_described_in_words():
@@ -61,6 +91,9 @@ def test_changes_are_described_in_words():
     assert describe_change(tm("email-espresso", "exit"), "2m", "30s", "2m") == "email open/click aged out (window 2m)"
     assert "order aged out" in describe_change(tm("sms-espresso", "enter"), "2m", "30s", "2m")
     assert describe_change(tm("abandoned-checkout", "enter"), "2m", "30s", "2m") == "checkout not completed within 30s"
+    assert describe_change(tm("lapsed-customer", "enter"), "2m", "30s", "2m", "1350s") == \
+        "no order for 1350s (90d in production)"
+    assert describe_change(ev("lapsed-customer", "exit", "order_placed"), "2m", "30s", "2m") == "placed an order"
 
 
 # -- campaigns and messages -------------------------------------------------------------
@@ -75,36 +108,59 @@ def _demo_campaigns(tmp_path, window: str = "45s", after: str = "15s", expires: 
 
 
 def test_demo_campaigns_are_the_builtin_ones_on_the_demo_clock(tmp_path):
-    """The demo's campaign file loads with `load_campaigns` against the demo segments; it is the
-    built-in file with every duration x window/72h, reminders on abandoned-checkout, no quiet
-    hours and stale messages still sent; templates, channels, priorities and variants unchanged."""
+    """The demo's campaign file loads with `load_campaigns` against the demo segments; it is both
+    built-in files (`--campaigns builtin`) but the birthday (a local clock time), with every
+    duration x window/72h (delays, sequence steps, caps, re-entry, deferral limits, the win-back
+    segment's 90 days), triggers, run keys and exits unchanged, no quiet hours and stale messages
+    still sent; templates, channels, priorities and variants unchanged."""
     from state.campaigns import builtin_campaigns
 
     segs, camps = _demo_campaigns(tmp_path)
     compile_program(list(camps.segments), camps.required_keep())
     builtin = builtin_campaigns()
-    assert [(c.id, c.channel, c.priority, [v.name for v in c.variants]) for c in camps.campaigns] == \
-        [(c.id, c.channel, c.priority, [v.name for v in c.variants]) for c in builtin.campaigns]
+    shape = lambda c: (c.id, c.channel, c.priority, c.kind, c.segment, c.event, c.exits, c.run_key,  # noqa: E731
+                       c.max_runs, c.reentry, [(s.id, [v.name for v in s.variants]) for s in c.steps])
+    assert [shape(c) for c in camps.campaigns] == [shape(c) for c in builtin.campaigns if c.id != "birthday"]
+    assert "birthday" in builtin.by_id and builtin.by_id["birthday"].kind == "date"
+    text = demo_campaigns_yaml(45_000)
+    assert "# Left out: birthday (a date trigger fires at a local clock time" in text
     by_id = camps.by_id
+    steps = lambda cid: [(s.id, s.after_ms) for s in by_id[cid].steps]  # noqa: E731
+    assert steps("checkout-series") == [("kept", 1900), ("incentive", 15_000)]  # 3h -> 1.875 s, rounded; 24h
+    assert by_id["checkout-series"].exits[0].type == "order_placed" and by_id["checkout-series"].run_key == \
+        ("checkout_id",)
+    assert steps("post-purchase") == [("thanks", 0), ("arrived", 30_000), ("tips", 105_000), ("survey", 315_000)]
+    assert steps("welcome-series") == [("welcome", 0), ("story", 30_000), ("bestsellers", 75_000)]
+    assert steps("browse-abandonment") == [("reminder", 630)]  # 1h
+    assert steps("win-back") == [("miss-you", 0), ("incentive", 210_000)]
     assert by_id["email-espresso-sms-followup"].delay_ms == 1300  # 2h x 45s/72h = 1.25 s, rounded
-    assert by_id["checkout-reminder-3h"].delay_ms == 1900 and by_id["checkout-reminder-1d"].delay_ms == 15_000
     assert by_id["email-espresso-resend"].reentry_ms == 105_000  # 7d
+    assert by_id["checkout-series"].max_defer_ms == 7_500 and by_id["win-back"].reentry_ms == 2_700_000  # 12h, 180d
     assert {c.name: c.per_ms for c in camps.caps} == {"email": 10_000, "sms": 45_000, "push": 15_000, "all": 15_000}
-    assert {c.segment for c in camps.campaigns} <= {s.id for s in segs}
-    assert by_id["checkout-reminder-3h"].segment == "abandoned-checkout"
     assert all(c.quiet is None and c.allow_stale and c.max_staleness_ms == 30_000 for c in camps.campaigns)
-    assert [s.id for s in camps.segments] == [s.id for s in segs]  # no segment of its own
-    # a tiny window still gives valid (positive) durations
+    # the demo segments, plus the win-back segment of the shop file on the demo's clock (90d)
+    assert [s.id for s in camps.segments] == [s.id for s in segs] + ["lapsed-customer"]
+    lapsed = next(s for s in yaml.safe_load(text)["segments"] if s["id"] == "lapsed-customer")
+    assert lapsed["when"]["all"][1] == {"inactive": {"type": "order_placed", "duration": "1350s"}}
+    assert sequence_steps(text)["checkout-series"] == ("kept", "incentive") and "email-espresso-resend" not in \
+        sequence_steps(text)
+    assert event_triggers(text) == {"order_placed": ("post-purchase", "cross-sell"),
+                                    "checkout_started": ("checkout-series",),
+                                    "product_viewed": ("browse-abandonment",), "consent_changed": ("welcome-series",)}
+    # a tiny window still gives valid (positive, ordered) durations
     _, small = _demo_campaigns(tmp_path, "5s", "2s", "8s")
     assert all(c.delay_ms >= 0 and c.max_defer_ms >= 1 for c in small.campaigns)
+    assert [(s.id, s.after_ms) for s in small.by_id["checkout-series"].steps] == [("kept", 210), ("incentive", 1700)]
 
 
 def test_demo_traffic_gives_campaigns_what_they_need(tmp_path):
     """Replayed through the demo segments and campaigns, the synthetic shop sends on every
-    campaign: contacts have consent, an address per consented channel and a first name."""
+    campaign and every checkout-series step: contacts have consent, an address per consented
+    channel and a first name; paid checkouts end their series, carts their browse reminder;
+    the demo finds the event behind every message of an event-triggered run by its run_id."""
     from flows.replay import replay
 
-    segs, _ = _demo_campaigns(tmp_path)
+    segs, camps = _demo_campaigns(tmp_path)
     (tmp_path / "demo-segments.yaml").write_text(demo_segments_yaml("45s", "15s", "1m"))
     t = Traffic(contacts=60, seed=3)
     evs = []
@@ -114,15 +170,35 @@ def test_demo_traffic_gives_campaigns_what_they_need(tmp_path):
     assert all(p["first_name"] and p["email"].endswith("@example.com") for p in profiles)
     assert any("phone" in p for p in profiles) and any("push_token" in p for p in profiles)
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in evs) + b"\n")
-    res = replay(tmp_path / "events.jsonl", 1_790_000_000_000 + 1500 * 125 + 60_000, tmp_path / "changes.jsonl",
+    # until 25 min after: the win-back's 90 days are 22.5 min on the demo's clock
+    res = replay(tmp_path / "events.jsonl", 1_790_000_000_000 + 1500 * 125 + 25 * 60_000, tmp_path / "changes.jsonl",
                  tmp_path / "demo-segments.yaml", campaigns=str(tmp_path / "demo-campaigns.yaml"), progress=False,
                  parse_ahead=False)
     messages = [orjson.loads(line) for line in (tmp_path / "changes.messages.jsonl").read_bytes().splitlines()]
     decisions = [orjson.loads(line) for line in (tmp_path / "changes.decisions.jsonl").read_bytes().splitlines()]
     assert res.messages == len(messages) > 0
-    assert {m["campaign_id"] for m in messages} == {c.id for c in _demo_campaigns(tmp_path)[1].campaigns}
+    assert {m["campaign_id"] for m in messages} == {c.id for c in camps.campaigns}
+    assert {(m["campaign_id"], m["step_id"]) for m in messages} >= {
+        ("checkout-series", "kept"), ("checkout-series", "incentive"), ("welcome-series", "welcome"),
+        ("post-purchase", "thanks"), ("browse-abandonment", "reminder"), ("win-back", "miss-you")}
+    exited = {(d["campaign_id"], d["reason"]) for d in decisions if d["outcome"] == "exited"}
+    assert {("checkout-series", "exit_when:order_placed"), ("browse-abandonment", "exit_when:added_to_cart")} <= exited
     assert not [d for d in decisions if d["outcome"] == "failed"]  # never no_address, never a template error
     assert all(m["to"] and "there" not in (m["subject"] or m["body"]) for m in messages)
+
+    # event-triggered runs: no change; the demo finds their event by run_id and names it
+    runs = {}
+    triggers = event_triggers(demo_campaigns_yaml(45_000))
+    for e in evs:
+        for cid in triggers.get(e["type"], ()):
+            runs[run_id(e["contact_id"], cid, e["event_id"])] = Trigger(
+                int(datetime.fromisoformat(e["ts"]).timestamp() * 1000), e["type"], None)
+    by_event = [m for m in messages if m["change_id"] is None]
+    assert by_event and all(m["segment_id"] is None and m["run_id"] in runs for m in by_event)
+    kept = next(m for m in by_event if m["step_id"] == "kept" and
+                datetime.fromisoformat(m["due_at"]).timestamp() * 1000 - runs[m["run_id"]].at_ms == 1900)
+    line = describe_message(kept, "c-0001 (Mia)", runs[kept["run_id"]], 0)
+    assert f'"{kept["subject"]}"  (checkout-series/kept)  ' in line and line.endswith(" after due  [1.9s after the checkout]")
 
 
 def _message(**over):
@@ -167,6 +243,68 @@ def test_message_lines_name_channel_person_text_campaign_and_latency():
     assert message_text(_message(subject="x" * 80)) == "x" * 53 + "..."  # no word boundary: cut anywhere
     assert message_text(_message(subject="Hi " + "y" * 60)) == "Hi " + "y" * 50 + "..."
     assert percentiles([5, 1, 3, 2, 4]) == (3, 5)
+
+
+def test_message_lines_of_sequence_steps_name_the_step_and_the_event_that_started_the_run():
+    """A step of a sequence is `(campaign/step)`. A run started by an event has no change line
+    before it: at once, the latency names the event; a later step says how long after which
+    event it was due. A step of a segment-triggered run reads like any message of a change."""
+    at = 1_790_000_000_000
+    who = "c-0019 (Sofia)"
+    event_run = dict(segment_id=None, change_id=None, variant=None, run_id="5f0c8e2a9d3b4c1e")
+    welcome = _message(campaign_id="welcome-series", step_id="welcome", subject="Welcome, Sofia", **event_run)
+    line = describe_message(welcome, who, Trigger(at, "consent_changed", at + 1), at + 30)
+    assert line.endswith('  EMAIL  "Welcome, Sofia"  (welcome-series/welcome)  29 ms after the sign-up')
+    assert message_latency(welcome, Trigger(at, "consent_changed", at + 1), at + 30) == ("event", 29)
+    kept = _message(campaign_id="checkout-series", step_id="kept", subject="Sofia, we kept your cart for you",
+                    due_at=format_ms(at + 1900), **event_run)
+    line = describe_message(kept, who, Trigger(at, "checkout_started", at + 1), at + 3920)
+    assert line.endswith('  EMAIL  "Sofia, we kept your cart for you"  (checkout-series/kept)  2.02 s after due  '
+                         "[1.9s after the checkout]")
+    deferred = _message(campaign_id="browse-abandonment", step_id="reminder", due_at=format_ms(at + 630), **event_run)
+    assert describe_message(deferred, who, Trigger(at, "product_viewed", None), at + 700).endswith(
+        "(browse-abandonment/reminder)  70 ms after due  [630ms after the product view]")
+    # its event not produced by this demo (or forgotten): after due, nothing more
+    assert describe_message(kept, who, None, at + 3920).endswith("(checkout-series/kept)  2.02 s after due")
+    # produced but not known when: at its instant, it is still "at" the event
+    assert describe_message(welcome, who, Trigger(at, "consent_changed", None), at + 30).endswith(
+        "(welcome-series/welcome)  30 ms after due  [at the sign-up]")
+    miss = _message(campaign_id="win-back", step_id="miss-you", segment_id="lapsed-customer", variant=None,
+                    subject="Sofia, we miss you", run_id="77aa")
+    assert describe_message(miss, who, Trigger(at, None, None), at + 2000).endswith(
+        '"Sofia, we miss you"  (win-back/miss-you)  2.00 s after due  [time]')
+
+
+@pytest.mark.integration
+def test_demo_prints_the_steps_of_the_shop_sequences_live():
+    """`espresso demo` on its embedded broker (a real Kafka-protocol broker, tansu): the checkout
+    series' steps go out for abandoned checkouts with the event that started them, sign-ups get
+    the welcome at once, paid checkouts end their series, and the summary counts steps and exits."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from connectors.embedded_broker import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the demo's own broker
+    res = subprocess.run([sys.executable, "-m", "commands.cli", "demo", "--duration", "20", "--rate", "30",
+                          "--window", "5s", "--abandoned-after", "2s", "--seed", "4", "--metrics-port",
+                          str(free_port())],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    out = res.stdout
+    assert res.returncode == 0 and "embedded broker" in out, out[-2000:] + res.stderr[-2000:]
+    assert "the flow exited" not in out, out[-3000:]
+    msg = r'^\d\d:\d\d:\d\d\.\d{3}  c-\d{4} \(\w+\) +EMAIL  "[^"]+"  '
+    # a later step of a run started by an event: after due, then how long after which event (3h -> 210ms)
+    kept = re.findall(msg + r"\(checkout-series/kept\)  -?\d+(?:\.\d\d s| ms) after due  "
+                      r"\[(\d+ms|[\d.]+s) after the checkout\]$", out, re.M)
+    assert kept, out[-3000:]
+    assert re.search(msg + r"\(welcome-series/welcome\)  \d+(\.\d\d s| ms) after the sign-up$", out, re.M)
+    assert re.search(r"^  checkout-series +\d+ sent   \d+ kept.*; \d+ runs? exited$", out, re.M), out[-1500:]
+    assert re.search(r"^  other decisions: .*exited \d+", out, re.M)
 
 
 def test_demo_settings_are_typed_and_bad_values_are_one_line():

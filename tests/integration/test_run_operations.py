@@ -96,7 +96,7 @@ def test_demo_runs_on_a_fresh_embedded_broker(tmp_path):
     assert "segment changes" in out and "event -> change readable on the topic" in out
     # messages: time, who, channel, "what they see", (campaign[, variant]), latency; aligned with the changes
     line = re.compile(r'^\d\d:\d\d:\d\d\.\d{3}  c-\d{4} \(\w+\) +(EMAIL|SMS  |PUSH )  "[^"]+"  '
-                      r"\([a-z0-9-]+(, variant [AB])?\)  -?\d+(\.\d\d s| ms) after (the [a-zA-Z -]+|due)", re.M)
+                      r"\([a-z0-9-]+(/[a-z0-9_.-]+)?(, variant [AB])?\)  -?\d+(\.\d\d s| ms) after (the [a-zA-Z -]+|due)", re.M)
     sent = line.findall(out)
     assert sent, out[-3000:]
     assert re.search(r'EMAIL  "\w+, (did you see this\?|free shipping on us until Sunday)"  '
