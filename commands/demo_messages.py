@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 import yaml
 
 from state.builtin_names import BUILTIN_CAMPAIGN_FILES
-from state.campaigns.engine import _run_id, run_hex
+from state.campaigns.ids import run_hex, run_id as engine_run_id
 from state.timeutil import format_duration, parse_duration, parse_ts
 
 __all__ = ["PRODUCTION_WINDOW_MS", "demo_campaigns_yaml", "scaled_duration", "event_triggers", "sequence_steps",
@@ -185,7 +185,7 @@ def sequence_steps(campaigns_yaml: str) -> dict[str, tuple[str, ...]]:
 def run_id(contact_id: str, campaign_id: str, event_id: str) -> str:
     """The `run_id` of the messages of the run an event starts (the engine's, for the demo to
     find the event that triggered a message of an event-triggered campaign)."""
-    return run_hex(_run_id(contact_id, campaign_id, event_id))
+    return run_hex(engine_run_id(contact_id, campaign_id, event_id))
 
 
 # -- showing messages --------------------------------------------------------------------

@@ -123,12 +123,14 @@ class Composer:
     @staticmethod
     def products(camp: Campaign, items_of: Any, trigger_items: list | tuple | None) -> list:
         """`products` of the context: the trigger event's items (or its one product, kept as
-        `(product_id, price)`), else the latest items of `products_from`."""
+        `(product_id, price)`), else for segment and date runs the latest items of `products_from`."""
         if isinstance(trigger_items, tuple):
             pid, price = trigger_items
             return [{"product_id": pid} if price is None else {"product_id": pid, "price": price}]
         if trigger_items:
             return [dict(i) if isinstance(i, dict) else i for i in trigger_items]
+        if camp.event is not None:
+            return []  # an event-triggered run shows its own event's products, or none
         for etype in camp.products_from:
             items = items_of(etype)
             if isinstance(items, list) and items:

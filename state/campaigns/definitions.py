@@ -359,6 +359,9 @@ def _steps(m: _CampaignM, fallbacks: dict, file: str, path: str) -> tuple[Step, 
                               "give each step its own after: (counted from the trigger)")
     if not m.steps:
         raise DefinitionError(file, f"{path}.steps", "must be a non-empty list", "add '- {id: ..., after: 0s, ...}' steps")
+    if m.variants:
+        raise DefinitionError(file, f"{path}.variants", "a campaign with steps has its variants per step",
+                              "move variants: under each step that tests them (a contact gets the same arm in every step)")
     base = m.template or _TemplateM()
     out: list[Step] = []
     for i, st in enumerate(m.steps):

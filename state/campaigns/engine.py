@@ -44,115 +44,33 @@ the shard themselves.
 from __future__ import annotations
 
 import heapq
-from array import array
-from dataclasses import dataclass, field
 from typing import Sequence
 
-import xxhash
-
 from ..changes import Change, change_id as make_change_id
-from ..conditions import resolve
 from ..dedup import DEFAULT_HORIZON, SeenIds
 from ..events import Event
 from ..program import CONSENT_TYPE, PROFILE_TYPE, SCHED
 from ..shard import Shard
 from ..timeutil import NEVER
-from .compose import Composer, pick_variant
-from .dates import next_fire
+from .compose import Composer
+from .date_runs import DateRuns
+from .ids import run_id
 from .model import ADDRESS_FIELD, TIMEZONE_FIELD, Campaign, Campaigns
-from .policies import Memo, blocked, reentry_refusal
-from .quiet import next_allowed, zone
-from .records import OUTCOMES, Decision, Message, message_id
+from .policies import Memo
+from .quiet import zone
+from .records import OUTCOMES, Decision, Message
 from .runs import DATE_STEP, FREE, RunStore
+from .snapshot import CampaignState, Pending, clone_seen
+from .starts import RunStarts
+from .steps import StepDecisions
 
 __all__ = ["CampaignEngine", "CampaignState", "Pending", "Output"]
 
 Output = Decision | Message
-_xxh64 = xxhash.xxh3_64_intdigest
-_xxh128 = xxhash.xxh3_128_hexdigest
 _INF = 1 << 62
-_MASK64 = (1 << 64) - 1
-_SAME = object()
-_new = tuple.__new__  # skips NamedTuple's Python-level __new__: one per decision
 
 
-class Pending(tuple):
-    """A waiting message of a snapshot written before runs (read only to resume it)."""
-
-    due = property(lambda s: s[0])
-    campaign_id = property(lambda s: s[1])
-    contact_id = property(lambda s: s[2])
-    change_id = property(lambda s: s[5])
-    trigger_at = property(lambda s: s[6])
-    first_due = property(lambda s: s[7])
-
-    def __new__(cls, *fields):  # type: ignore[no-untyped-def]
-        return tuple.__new__(cls, fields)
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (Pending, tuple(self))
-
-
-@dataclass
-class CampaignState:
-    """Snapshot of an engine: plain data, pickle-able, written with the shard's snapshot.
-
-    `contacts`: contact_id -> (clock, ((send ms, channel), ...), {campaign_id: (last send
-    ms, run id)}); `runs`: the run store; `campaign_ids`: what the run store's campaign
-    numbers meant; `inbox`: trigger and exit events not yet settled; `seen`: their ids.
-    """
-
-    fingerprint: str
-    watermark: int
-    settled: int
-    seq: int
-    contacts: dict
-    pending: list  # snapshots before runs: [Pending]
-    stats: dict = field(default_factory=dict)
-    runs: object = None
-    campaign_ids: tuple = ()
-    inbox: dict = field(default_factory=dict)
-    seen: object = None
-
-
-def _signed(h: int) -> int:
-    return h - (1 << 64) if h >= 1 << 63 else h
-
-
-def _run_id(cid: str, camp_id: str, origin: object) -> int:
-    return _signed(_xxh64(f"{cid}\x1f{camp_id}\x1f{origin}".encode()))
-
-
-def run_hex(rid: int) -> str:
-    return f"{rid & _MASK64:016x}"
-
-
-def _vhash(v: object) -> int | None:
-    """A value's identity for run keys and `match`, stable across processes; None if not a scalar."""
-    t = type(v)
-    if t is str:
-        b = b"s" + v.encode()  # type: ignore[union-attr]
-    elif t is bool:
-        b = b"b1" if v else b"b0"
-    elif t is int or (t is float and v.is_integer()):  # type: ignore[union-attr]
-        b = b"n%d" % int(v)  # type: ignore[arg-type]
-    elif t is float:
-        b = b"f" + repr(v).encode()
-    else:
-        return None
-    return _signed(_xxh64(b)) or 1
-
-
-def _hashes(props: dict, path: tuple[str, ...]) -> set[int]:
-    out = set()
-    for v in resolve(props, path):
-        h = _vhash(v)
-        if h is not None:
-            out.add(h)
-    return out
-
-
-class CampaignEngine:
+class CampaignEngine(RunStarts, DateRuns, StepDecisions):
     """Campaign decisions for the contacts of one shard.
 
     Per batch, call `process(shard, events, watermark, now_ms=..., settled=...)` instead of
@@ -205,12 +123,16 @@ class CampaignEngine:
         self.inbox: dict[str, list[Event]] = {}
         self._expiry: list[tuple[int, str]] = []  # (when a contact's memo may be empty, contact)
         self.stats = {o: 0 for o in OUTCOMES}
+        #: Date campaigns whose contacts must be scheduled from the shard's profiles at the
+        #: first batch (a campaign added to a running deployment, or a fresh engine).
+        self._unseeded = list(self._dates)
         if state is None:
             self.watermark = self.settled = NEVER
             self.seq = 0
             self.seen = SeenIds(DEFAULT_HORIZON)
             return
         self._restore(state)
+        self._unseeded = [k for k in self._dates if self.camps[k].id not in state.campaign_ids]
 
     def _restore(self, state: CampaignState) -> None:
         # Definitions may have changed since the snapshot: campaigns are matched by id, runs
@@ -242,7 +164,7 @@ class CampaignEngine:
             k = self._index.get(p.campaign_id)
             if k is None or self.camps[k].segment is None:
                 continue
-            rid = _run_id(p.contact_id, p.campaign_id, p.change_id)
+            rid = run_id(p.contact_id, p.campaign_id, p.change_id)
             self.runs.new(p.contact_id, k, 0, p.trigger_at, p.due, rid, obj=p.change_id)
         for cid in self.runs.heads:
             self.memos.setdefault(cid, Memo())
@@ -275,6 +197,8 @@ class CampaignEngine:
         self._addr_col = {ch: program.profile_cols[f] for ch, f in ADDRESS_FIELD.items() if f in program.profile_cols}
         self._tz_col = program.profile_cols.get(TIMEZONE_FIELD)
         self.composer.bind(program.profile_cols)
+        if self._unseeded:
+            self._seed_dates(shard)
 
     # -- state ------------------------------------------------------------------
     def next_due(self) -> int | None:
@@ -293,7 +217,7 @@ class CampaignEngine:
         contacts = {cid: (m.clock, tuple(m.sends), dict(m.fired)) for cid, m in self.memos.items()}
         return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq, contacts, [],
                              dict(self.stats), self.runs.__getstate__(), tuple(c.id for c in self.camps),
-                             {cid: list(evs) for cid, evs in self.inbox.items() if evs}, _clone_seen(self.seen))
+                             {cid: list(evs) for cid, evs in self.inbox.items() if evs}, clone_seen(self.seen))
 
     # -- the batch step a flow calls ------------------------------------------------
     def process(self, shard: Shard, events: Sequence[Event], watermark: int, *, now_ms: int | None = None,
@@ -519,7 +443,7 @@ class CampaignEngine:
                 # it is decided at another instant than the change's (a late correction).
                 exact = t == c.at
                 for k in starts:
-                    self._start(k, cid, t, _run_id(cid, self.camps[k].id, chid), chid, memo, row, shard, out,
+                    self._start(k, cid, t, run_id(cid, self.camps[k].id, chid), chid, memo, row, shard, out,
                                 key=c.seq if exact else 0, keep=None if exact else chid)
         for ev in evs:
             etype = ev[2]
@@ -536,306 +460,6 @@ class CampaignEngine:
         self._decide_due(cid, t, memo, row, shard, now_ms, out)
         memo.clock = t
         self._tidy(cid, memo, t)
-
-    # -- runs starting and ending -----------------------------------------------------
-    def _order(self, s: int) -> tuple[int, int, int]:
-        runs = self.runs
-        return self._rank[runs.camp[s]], runs.start[s], runs.rid[s]
-
-    def _consent_at_or_after(self, row: int | None, shard: Shard, channel: str, t: int) -> bool:
-        """Is the channel's latest consent an unsubscribe at `t` or later (then a run of `t` ends)?"""
-        if row is None:
-            return False
-        code = shard.I[shard.program.consent_cols[channel]][row]
-        return (code >> 6) & 3 == 2 and code >> 8 >= t
-
-    def _start(self, k: int, cid: str, t: int, rid: int, obj: object, memo: Memo, row: int | None, shard: Shard,
-               out: list, key: int = 0, keep: object = _SAME) -> None:
-        """Start run `rid` of campaign `k` at `t` (`obj`: what its records need; `keep`: what
-        the run stores instead, if different)."""
-        c = self.camps[k]
-        first = c.steps[0]
-        if c.sequence:
-            refusal = reentry_refusal(c, memo, t, rid)
-            if refusal is not None:
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
-                                              detail=refusal[1]))
-                return
-            if self._consent_at_or_after(row, shard, c.channel, t):
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent", "unsubscribed", t))
-                return
-        elif first.after_ms:
-            refusal = reentry_refusal(c, memo, t, rid)
-            if refusal is not None:
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
-                                              detail=refusal[1]))
-                return
-            status = None if row is None else shard.consent(row, c.channel)[0]
-            if status != "subscribed":
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent",
-                                              "unsubscribed" if status else "no_consent", t))
-                return
-        runs = self.runs
-        mine = [s for s in runs.of(cid) if runs.camp[s] == k and runs.step[s] != DATE_STEP]
-        if len(mine) >= c.max_runs:
-            mine.sort(key=self._order)
-            for s in mine[:len(mine) - c.max_runs + 1]:
-                out.append(self._decision(s, "cancelled", "superseded", t))
-                runs.end(s)
-        due = t + first.after_ms
-        runs.new(cid, k, 0, t, due, rid, key, obj if keep is _SAME else keep)
-        if not c.sequence and first.after_ms:
-            out.append(self._decision_raw(k, cid, 0, rid, obj, "deferred", "delay", t, due))
-
-    def _start_event(self, k: int, cid: str, t: int, ev: Event, memo: Memo, row: int | None, shard: Shard,
-                     out: list) -> None:
-        c = self.camps[k]
-        props = ev[4]
-        runs = self.runs
-        key = 0
-        if c.run_key is not None:
-            for v in resolve(props, c.run_key):
-                h = _vhash(v)
-                if h is not None:
-                    key = h
-                    break
-            if key and any(runs.key[s] == key and runs.camp[s] == k and runs.step[s] != DATE_STEP
-                           for s in runs.of(cid)):
-                return  # the run this key names is open: the event is part of it
-        matchsets = None
-        paths = self._match_paths[k]
-        if paths and not (c.run_key is not None and paths == (c.run_key,)):  # else the key is what exits match
-            if len(paths) == 1 and c.run_key is None:
-                hs = _hashes(props, paths[0])
-                if len(hs) == 1:
-                    key = next(iter(hs))
-                elif hs:
-                    matchsets = {paths[0]: frozenset(hs)}
-            else:
-                matchsets = {p: frozenset(_hashes(props, p)) for p in paths}
-        items = None
-        if c.uses_trigger_items:  # the event's products, kept with the run for its templates
-            items = props.get("items")
-            if not isinstance(items, list) or not items:
-                pid = props.get("product_id")
-                items = None if pid is None else (pid, props.get("price"))
-        obj = None if matchsets is None and items is None else (matchsets, items)
-        self._start(k, cid, t, _run_id(cid, c.id, ev[0]), obj, memo, row, shard, out, key)
-
-    def _exit(self, cid: str, ev: Event, exits: list, t: int, out: list) -> None:
-        props = ev[4]
-        runs = self.runs
-        ended: set[int] = set()
-        for k, rule in exits:
-            if not rule.matches(props):
-                continue
-            own = _run_id(cid, self.camps[k].id, ev[0])  # an event never ends the run it started
-            for s in runs.of(cid):
-                if runs.camp[s] != k or runs.step[s] == DATE_STEP or runs.rid[s] == own:
-                    continue
-                if rule.match and not self._matches(s, rule, props):
-                    continue
-                ended.add(s)
-        for s in sorted(ended, key=self._order):
-            out.append(self._decision(s, "exited", f"exit_when:{ev[2]}", t, detail=f"event {ev[0]}"))
-            runs.end(s)
-
-    def _matches(self, s: int, rule, props: dict) -> bool:  # type: ignore[no-untyped-def]
-        obj = self.runs.obj[s]
-        sets = obj[0] if isinstance(obj, tuple) else None
-        mk = self.runs.key[s]
-        for xp, tp in rule.match:
-            values = _hashes(props, xp)
-            if sets is not None:
-                if values.isdisjoint(sets.get(tp, ())):
-                    return False
-            elif not mk or mk not in values:
-                return False
-        return True
-
-    # -- date triggers ----------------------------------------------------------------
-    def _profile_zone(self, profile: dict):  # type: ignore[no-untyped-def]
-        return zone(profile.get(TIMEZONE_FIELD)) or self._default_tz
-
-    def _reschedule_dates(self, cid: str, t: int, row: int | None, shard: Shard) -> None:
-        """The profile changed at `t`: each date campaign's next instant for this contact."""
-        profile = shard.profile(row) if row is not None else {}
-        tz = self._profile_zone(profile)
-        runs = self.runs
-        for k in self._dates:
-            d = self.camps[k].date
-            slot = next((s for s in runs.of(cid) if runs.camp[s] == k and runs.step[s] == DATE_STEP), -1)
-            done = runs.key[slot] if slot >= 0 and runs.key[slot] else None
-            nf = next_fire(profile.get(d.field), d.at_min, tz, t, done)  # type: ignore[union-attr]
-            if nf is None:
-                if slot >= 0:
-                    runs.end(slot)
-            elif slot < 0:
-                runs.new(cid, k, DATE_STEP, t, nf[0], 0)
-            elif runs.due[slot] != nf[0]:
-                runs.move(slot, nf[0])
-
-    def _fire_date(self, slot: int, cid: str, t: int, memo: Memo, row: int | None, shard: Shard,
-                   out: list) -> None:
-        runs = self.runs
-        k = runs.camp[slot]
-        c = self.camps[k]
-        d = c.date
-        profile = shard.profile(row) if row is not None else {}
-        tz = self._profile_zone(profile)
-        value = profile.get(d.field)  # type: ignore[union-attr]
-        done = runs.key[slot] or None
-        nf = next_fire(value, d.at_min, tz, t, done)  # type: ignore[union-attr]
-        if nf is not None and nf[0] <= t:
-            year = nf[1]
-            runs.key[slot] = year
-            self._start(k, cid, t, _run_id(cid, c.id, f"date:{year}"), None, memo, row, shard, out)
-            nf = next_fire(value, d.at_min, tz, t + 1, year)  # type: ignore[union-attr]
-        if nf is None:
-            runs.end(slot)
-        else:
-            runs.move(slot, nf[0])
-
-    # -- steps --------------------------------------------------------------------------
-    def _decide_due(self, cid: str, t: int, memo: Memo, row: int | None, shard: Shard, now_ms: int | None,
-                    out: list) -> None:
-        runs = self.runs
-        due_col, nxt, step_col, heads = runs.due, runs.nxt, runs.step, runs.heads
-        while True:
-            due = []
-            dates = False
-            s = heads.get(cid, -1)
-            while s >= 0:
-                if due_col[s] <= t:
-                    due.append(s)
-                    if step_col[s] == DATE_STEP:
-                        dates = True
-                s = nxt[s]
-            if not due:
-                return
-            if dates:
-                for s in sorted((s for s in due if step_col[s] == DATE_STEP), key=self._order):
-                    self._fire_date(s, cid, t, memo, row, shard, out)
-                continue
-            if len(due) > 1:
-                due.sort(key=self._order)
-            for s in due:
-                if due_col[s] <= t:
-                    self._step(s, cid, t, memo, row, shard, now_ms, out)
-
-    def _next(self, s: int, t: int) -> None:
-        """The run's step at `s` is decided: schedule its next step, or end it."""
-        runs = self.runs
-        steps = self.camps[runs.camp[s]].steps
-        i = runs.step[s] + 1
-        if i < len(steps):
-            runs.step[s] = i
-            due = runs.start[s] + steps[i].after_ms
-            runs.move(s, due if due > t else t)
-        else:
-            runs.end(s)
-
-    def _step(self, s: int, cid: str, t: int, memo: Memo, row: int | None, shard: Shard, now_ms: int | None,
-              out: list) -> None:
-        runs = self.runs
-        c = self.camps[runs.camp[s]]
-        stale = False
-        if now_ms is not None and c.max_staleness_ms is not None and now_ms - t > c.max_staleness_ms:
-            if not c.allow_stale:
-                out.append(self._decision(s, "skipped_stale", "stale", t, detail=f"{now_ms - t} ms behind the wall clock"))
-                self._next(s, t)
-                return
-            stale = True
-        refusal = reentry_refusal(c, memo, t, runs.rid[s])
-        if refusal is not None:
-            out.append(self._decision(s, "skipped_duplicate", refusal[0], t, detail=refusal[1]))
-            self._next(s, t)
-            return
-        I, O = shard.I, shard.O
-        status = 0 if row is None else (I[self._consent_col[c.channel]][row] >> 6) & 3
-        if status != 1:
-            out.append(self._decision(s, "skipped_consent", "unsubscribed" if status else "no_consent", t))
-            self._next(s, t)
-            return
-        address = O[self._addr_col[c.channel]][row]  # type: ignore[index]
-        if not isinstance(address, str) or not address:
-            out.append(self._decision(s, "failed", "no_address", t, detail=f"profile has no {ADDRESS_FIELD[c.channel]}"))
-            self._next(s, t)
-            return
-        if c.quiet is not None:
-            tz = self._default_tz if self._tz_col is None else (zone(O[self._tz_col][row]) or self._default_tz)
-            u = next_allowed(t, tz, c.quiet[0], c.quiet[1])
-            if u > t:
-                runs.move(s, u)
-                out.append(self._decision(s, "deferred", "quiet_hours", t, u))
-                return
-        if memo.sends:
-            hit = blocked(self._caps, memo.sends, c.channel, t)
-            if hit:
-                names = ",".join(n for n, _ in hit)
-                release = max(r for _, r in hit)
-                # max_defer counts from the step's own instant (trigger + after)
-                if c.cap_policy == "defer" and release - (runs.start[s] + c.steps[runs.step[s]].after_ms) <= c.max_defer_ms:
-                    runs.move(s, release)
-                    out.append(self._decision(s, "deferred", f"cap:{names}", t, release))
-                    return
-                out.append(self._decision(s, "capped", f"cap:{names}", t))
-                self._next(s, t)
-                return
-        step = c.steps[runs.step[s]]
-        variant = pick_variant(c, step, cid)
-        obj = runs.obj[s]
-        products: list = []
-        if c.uses_products:
-            items = obj[1] if isinstance(obj, tuple) else None
-            products = self.composer.products(c, lambda e: shard.items(row, e), items)  # type: ignore[arg-type]
-        try:
-            subject, body, html = self.composer.texts(c, variant, cid, row, shard, products, runs.start[s])
-        except Exception as exc:  # data the load-time checks cannot see (e.g. products[0] of none)
-            out.append(self._decision(s, "failed", "template_error", t, detail=str(exc)[:200]))
-            self._next(s, t)
-            return
-        memo.sends.append((t, c.channel))
-        rid = runs.rid[s]
-        if c.reentry != "every_time":
-            memo.fired[c.id] = (t, rid)
-        self.stats["sent"] += 1
-        mid, chid, step_id = self._ids(c, step.id, rid, obj, cid, runs.start[s], runs.key[s])
-        out.append(_new(Message, (mid, c.id, c.channel, cid, variant.name or None, c.segment, chid, t,
-                                  {ADDRESS_FIELD[c.channel]: address}, subject, body or "", html, dict(variant.data),
-                                  stale, step_id, run_hex(rid))))
-        self._next(s, t)
-
-    # -- records ------------------------------------------------------------------------
-    @staticmethod
-    def _ids(c: Campaign, step_id: str, rid: int, obj: object, cid: str, start: int,
-             mk: int) -> tuple[str, str | None, str | None]:
-        """(message id, change id, step id): a one-message campaign keeps the id of its change."""
-        if isinstance(obj, str):
-            chid: str | None = obj
-        elif c.segment is not None and mk:
-            chid = make_change_id(cid, c.segment, c.on, start, mk)
-        else:
-            chid = None
-        if not c.sequence:
-            return message_id(chid, c.id), chid, None  # type: ignore[arg-type]
-        return _xxh128(f"{run_hex(rid)}\x1f{step_id}".encode()), chid, step_id or None
-
-    def _decision(self, s: int, outcome: str, reason: str, at: int, due_at: int | None = None,
-                  detail: str = "") -> Decision:
-        runs = self.runs
-        return self._decision_raw(runs.camp[s], runs.cid[s], runs.step[s], runs.rid[s], runs.obj[s], outcome,
-                                  reason, at, due_at, detail, runs.start[s], runs.key[s])
-
-    def _decision_raw(self, k: int, cid: str, i: int, rid: int, obj: object, outcome: str, reason: str, at: int,
-                      due_at: int | None = None, detail: str = "", start: int = 0, mk: int = 0) -> Decision:
-        c = self.camps[k]
-        step = c.steps[i]
-        mid, chid, step_id = self._ids(c, step.id, rid, obj, cid, start, mk)
-        variant = pick_variant(c, step, cid).name or None
-        self.stats[outcome] = self.stats.get(outcome, 0) + 1
-        return _new(Decision, (mid, c.id, c.channel, cid, outcome, reason, at, c.segment, chid, variant, due_at,
-                               detail, step_id, run_hex(rid)))
 
     # -- memory -------------------------------------------------------------------------
     def _tidy(self, cid: str, memo: Memo, t: int) -> None:
@@ -880,8 +504,3 @@ class CampaignEngine:
                     self._tidy(cid, memo, watermark - 1)
 
 
-def _clone_seen(seen: SeenIds) -> SeenIds:
-    horizon, mask, cur, prev, count = seen.__getstate__()
-    copy = SeenIds.__new__(SeenIds)
-    copy.__setstate__((horizon, mask, array("Q", cur), array("Q", prev), count))
-    return copy

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+import yaml
+
 import pytest
 
 from state.campaigns import DEFAULT_CAPS, builtin_campaigns, load_campaigns
@@ -204,3 +206,26 @@ def test_segment_loader_accepts_a_campaigns_only_key():
     from state.definitions import parse_segments
     assert [s.id for s in parse_segments(yaml.safe_load(text), "f.yaml")] == ["x"]
     assert load_segments(None)  # built-ins still load
+
+
+def test_sequence_definitions_refuse_what_would_be_ignored(tmp_path):
+    """Variants beside steps, match without an event trigger, run_key on a segment trigger, steps out of order
+    and a delay beside steps are refused with the path and the fix."""
+    base = {"id": "s", "channel": "email", "trigger": {"event": "order_placed"},
+            "steps": [{"id": "a", "after": "0s", "template": {"subject": "s", "body": "b"}}]}
+    cases = [
+        ({**base, "variants": [{"name": "A"}]}, "campaigns[0].variants", "per step"),
+        ({**base, "trigger": {"segment": "email-espresso"}, "exit_when": [{"event": "x", "match": {"a": "a"}}]},
+         "campaigns[0].exit_when[0].match", "event trigger"),
+        ({**base, "trigger": {"segment": "email-espresso"}, "run_key": "order_id"}, "campaigns[0].run_key", "event trigger"),
+        ({**base, "steps": [{"id": "a", "after": "2h", "template": {"subject": "s", "body": "b"}},
+                            {"id": "b", "after": "1h", "template": {"subject": "s", "body": "b"}}]},
+         "campaigns[0].steps[1].after", "order"),
+        ({**base, "delay": "1h"}, "campaigns[0].delay", "after"),
+        ({**base, "trigger": {"date": "birthday", "at": "25:00"}}, "campaigns[0].trigger.at", "HH:MM"),
+        ({**base, "trigger": {"event": "order_placed", "segment": "email-espresso"}}, "campaigns[0].trigger", "exactly one"),
+    ]
+    for body, path, words in cases:
+        with pytest.raises(DefinitionError) as err:
+            campaigns(yaml.safe_dump({"campaigns": [body]}))
+        assert err.value.path == path and words in str(err.value), (path, str(err.value))

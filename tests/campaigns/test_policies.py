@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pickle
+
 import pytest
 import xxhash
 import yaml
@@ -14,7 +16,7 @@ from state.program import compile_program
 from state.shard import Shard
 from state.timeutil import parse_ts
 
-from .helpers import D, H, M, T0, Rig, subscribe
+from .helpers import D, H, M, T0, Rig, subscribe, campaigns
 
 CHECKOUT_SEGMENT = {"id": "checkout-open", "name": "Checkout left open",
                     "when": {"abandoned_checkout": {"after": "1m", "expires_after": "14d"}}}
@@ -514,3 +516,37 @@ def test_late_change_is_decided_at_the_engine_watermark():
     engine.advance(T0 + 5 * H, shard)
     [m] = engine.on_changes(changes, shard)
     assert m.due_at == T0 + 5 * H
+
+
+def test_birthday_campaign_added_later_schedules_known_birthdays():
+    """A date campaign added to a running deployment fires for contacts whose birthday was set before it existed
+    (the shard already kept the field: here a template reads it)."""
+    before = campaigns("""
+        campaigns:
+          - id: em
+            trigger: {segment: email-espresso}
+            channel: email
+            template: {subject: s, body: "{{ contact.birthday | default('') }}"}
+        """)
+    rig = Rig(before)
+    rig.feed(subscribe(rig, "c1", T0, "email", birthday="11-22") + [rig.ev("c1", "email_click", T0 + H)])
+    shard_state = pickle.loads(pickle.dumps(rig.shard.snapshot()))
+    engine_state = pickle.loads(pickle.dumps(rig.engine.snapshot()))
+    after = campaigns("""
+        campaigns:
+          - id: em
+            trigger: {segment: email-espresso}
+            channel: email
+            template: {subject: s, body: "{{ contact.birthday | default('') }}"}
+          - id: bday
+            trigger: {date: birthday, at: "09:00"}
+            channel: email
+            reentry: every_time
+            template: {subject: "Happy birthday", body: b}
+        """)
+    later = Rig(after)
+    later.shard = Shard(later.program, 1 << 12, shard_state)
+    later.engine = CampaignEngine(after, engine_state)
+    later.frontier = T0 + H
+    later.until(T0 + 3 * D)
+    assert [(m.campaign_id, m.due_at) for m in later.messages("bday")] == [("bday", parse_ts("2026-11-22T09:00:00Z"))]
