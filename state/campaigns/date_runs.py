@@ -10,7 +10,7 @@ from .ids import run_id
 from .model import TIMEZONE_FIELD
 from .policies import Memo
 from .quiet import zone
-from .runs import DATE_STEP
+from .runs import DATE_STEP, PARKED
 
 __all__ = ["DateRuns"]
 
@@ -54,7 +54,7 @@ class DateRuns:
             nf = next_fire(profile.get(d.field), d.at_min, tz, t, done)  # type: ignore[union-attr]
             if nf is None:
                 if slot >= 0:
-                    runs.end(slot)
+                    runs.move(slot, PARKED)  # keeps the year it last fired, should a valid date come back
             elif slot < 0:
                 runs.new(cid, k, DATE_STEP, t, nf[0], 0)
             elif runs.due[slot] != nf[0]:
@@ -76,8 +76,5 @@ class DateRuns:
             runs.key[slot] = year
             self._start(k, cid, t, run_id(cid, c.id, f"date:{year}"), None, memo, row, shard, out)
             nf = next_fire(value, d.at_min, tz, t + 1, year)  # type: ignore[union-attr]
-        if nf is None:
-            runs.end(slot)
-        else:
-            runs.move(slot, nf[0])
+        runs.move(slot, PARKED if nf is None else nf[0])
 

@@ -257,8 +257,11 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
                     self._take(shard.advance_contact(cid, ts), shard, now_ms, changes, out)
                     self._until(cid, ts, shard, now_ms, out)
                 touched.add(cid)
-                if etype in boxed and not seen.add(ev[0]):
-                    inbox.setdefault(cid, []).append(ev)
+                if etype in boxed or etype == CONSENT_TYPE:
+                    if seen.add(ev[0]):
+                        continue  # a redelivery: it started, ended or unsubscribed nothing the first time
+                    if etype in boxed:
+                        inbox.setdefault(cid, []).append(ev)
                 if etype == CONSENT_TYPE and ts >= self.settled:
                     props = ev[4]
                     if props.get("status") == "unsubscribed" and self._waiting(cid, props.get("channel")):

@@ -17,12 +17,15 @@ from typing import Iterator
 
 from ..timeutil import NEVER
 
-__all__ = ["RunStore", "DATE_STEP", "FREE"]
+__all__ = ["RunStore", "DATE_STEP", "FREE", "PARKED"]
 
 #: `step` of a slot that holds a contact's next date-trigger instant rather than a run.
 DATE_STEP = 0xFFFF
 #: `due` of a free slot.
 FREE = NEVER
+#: `due` of a kept slot with no instant (a date slot whose field became invalid keeps the
+#: last year it fired): no timer, never due.
+PARKED = 1 << 62
 _SLOT = 0xFFFFFFFF
 #: Width of a timer bucket: runs due in an hour that has not begun wait as 4-byte slot numbers.
 BUCKET_MS = 3_600_000
@@ -90,6 +93,8 @@ class RunStore:
         self._timer(s, due)
 
     def _timer(self, s: int, due: int) -> None:
+        if due >= PARKED:
+            return
         hour = due // BUCKET_MS
         if hour <= self.near:
             heapq.heappush(self.heap, (due << 32) | s)
