@@ -34,8 +34,8 @@ What the stream looks like (same seed and parameters, same bytes):
   contact's currency (the same product has the same price in a contact's view, cart and
   checkout). ~0.4% of orders have an `email_open` of the same contact in the same
   millisecond (before or after it in the file). Of the shop events, the built-in espresso
-  segments use only `order_placed`; the built-in campaigns' `checkout-open` segment also
-  uses `checkout_started`.
+  segments use only `order_placed`; the built-in shop automations also react to checkouts,
+  views, carts, email subscriptions and birthdays.
 * Random-time activity follows a daily rhythm (local hours of the country mix: quiet at
   night, peaks around noon and in the evening).
 * `ts` is ISO-8601 UTC with milliseconds and `Z` for most events, integer epoch ms for

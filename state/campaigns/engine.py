@@ -117,6 +117,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         self._keep = campaigns.required_keep()
         self._state_types = campaigns.state_types()
         self._checked: object = None
+        self._touching_types: frozenset[str] = frozenset()
         self._once_per = {c.id: c.reentry_ms for c in self.camps if c.reentry == "once_per"}
         self.memos: dict[str, Memo] = {}
         self.runs = RunStore()
@@ -197,6 +198,10 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         self._addr_col = {ch: program.profile_cols[f] for ch, f in ADDRESS_FIELD.items() if f in program.profile_cols}
         self._tz_col = program.profile_cols.get(TIMEZONE_FIELD)
         self.composer.bind(program.profile_cols)
+        # Event types that can change a segment some campaign starts or cancels runs on.
+        watched = {seg for seg, _ in self._touch}
+        mask = sum(1 << i for i, seg in enumerate(program.segments) if seg.id in watched)
+        self._touching_types = frozenset(t for t, m in program.type_masks.items() if m & mask)
         if self._unseeded:
             self._seed_dates(shard)
 
@@ -236,12 +241,16 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         types = self._state_types
         boxed = self._inbox_types
         if (types or boxed) and events:
-            touched: set[str] = set()  # contacts with events in events[start:i]
+            # contacts with events in events[start:i] that may change a segment campaigns watch
+            touched: set[str] = set()
+            touching, used, index = self._touching_types, shard.program.type_masks, shard.index
             inbox, seen = self.inbox, self.seen
             for i, ev in enumerate(events):
                 etype, cid = ev[2], ev[1]
                 if etype not in types:
-                    touched.add(cid)
+                    # (a contact's first event is evaluated against every segment)
+                    if etype in touching or (etype in used and cid not in index):
+                        touched.add(cid)
                     if etype in boxed and not seen.add(ev[0]):
                         inbox.setdefault(cid, []).append(ev)
                     continue
@@ -361,13 +370,32 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
             final = watermark if settled is None or settled < watermark else settled + 1
             for cid in [c for c, evs in self.inbox.items() if evs and evs[0][3] < final]:
                 self._until(cid, final, shard, now_ms, out, steps_before=watermark)
-        runs = self.runs
+        runs, inbox, memos = self.runs, self.inbox, self.memos
+        due_col, nxt, step_col, heads = runs.due, runs.nxt, runs.step, runs.heads
         while True:
             s = runs.pop_due(watermark)
             if s < 0:
                 break
-            cid = runs.cid[s]
-            self._until(cid, runs.due[s] + 1, shard, now_ms, out)
+            cid, d = runs.cid[s], due_col[s]
+            memo = memos.get(cid)
+            t = max(d, self.watermark) if memo is None else max(d, self.watermark, memo.clock)
+            if step_col[s] != DATE_STEP and not inbox.get(cid):
+                # The common case, without the general walk: this step is the contact's only
+                # thing due by `t` (else the contact's instants go in order below).
+                x = heads.get(cid, -1)
+                while x >= 0 and (x == s or due_col[x] > t):
+                    x = nxt[x]
+                if x < 0:
+                    if memo is None:
+                        memo = memos[cid] = Memo(t)
+                    row = shard.row_of(cid)
+                    self._step(s, cid, t, memo, row, shard, now_ms, out)
+                    if due_col[s] <= t and runs.cid[s] == cid:  # its next step is due at once
+                        self._decide_due(cid, t, memo, row, shard, now_ms, out)
+                    memo.clock = t
+                    self._tidy(cid, memo, t)
+                    continue
+            self._until(cid, d + 1, shard, now_ms, out)
         if watermark > self.watermark:
             self.watermark = watermark
         self._forget(self.watermark)
