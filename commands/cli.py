@@ -1,4 +1,4 @@
-"""The `espresso` command: `replay`, `run`, `deliver`, `members`, `demo`.
+"""The `espresso` command: `replay`, `run`, `deliver`, `members`, `report`, `demo`.
 
 Each subcommand's flags and body live in its own module of this package; modules that
 import Kafka or Redis clients are imported only when their subcommand runs. This file maps
@@ -39,6 +39,9 @@ SUBCOMMANDS = {
                 "environment (docs/delivery.md)."),
     "members": ("members of a segment from the Redis membership view",
                 "List, count or test the members of a segment in the Redis membership view."),
+    "report": ("did the retargeting work? conversion rates, lift over holdout, A/B winners",
+               "Per campaign, variant and step: messages sent, conversions, rate, revenue, holdout and lift, "
+               "and the A/B test across variants, from replay files or the topics (docs/campaigns.md)."),
 }
 
 

@@ -116,6 +116,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"espresso replay: {res.changes} changes -> {res.changes_path}; "
           f"{res.dead_letters} invalid lines -> {res.dead_letters_path}", file=sys.stderr)
     if s.campaigns:
-        print(f"espresso replay: {res.messages} messages, {res.decisions} other decisions "
-              "(beside the output)", file=sys.stderr)
+        print(f"espresso replay: {res.messages} messages, {res.decisions} other decisions, "
+              f"{res.conversions} conversions (beside the output)", file=sys.stderr)
     return 0

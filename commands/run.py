@@ -81,6 +81,9 @@ class RunSettings(BaseModel):
                                        help="topic of released messages")] = "retargeting-messages"
     decisions_topic: Annotated[str, Opt("--decisions-topic", "ESPRESSO_DECISIONS_TOPIC", group=T,
                                         help="topic of decisions")] = "retargeting-decisions"
+    conversions_topic: Annotated[str, Opt("--conversions-topic", "ESPRESSO_CONVERSIONS_TOPIC", group=T,
+                                          help="topic of orders attributed to messages (and holdout "
+                                               "conversions)")] = "conversions"
     allowed_lateness: Annotated[Duration, Opt(
         "--allowed-lateness", "ESPRESSO_ALLOWED_LATENESS", group=T,
         help="how late an event may arrive and still count before time-driven changes it would prevent "
@@ -179,7 +182,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     return RunConfig(
         kafka=KafkaConfig.from_env(s.bootstrap_servers, env), input_topic=s.input_topic,
         output_topic=s.output_topic, dlq_topic=s.dlq_topic, segments=s.segments, campaigns=s.campaigns,
-        messages_topic=s.messages_topic, decisions_topic=s.decisions_topic,
+        messages_topic=s.messages_topic, decisions_topic=s.decisions_topic, conversions_topic=s.conversions_topic,
         allowed_lateness_ms=s.allowed_lateness, max_clock_skew_ms=s.max_clock_skew,
         shards_per_partition=s.shards_per_partition, dedup_horizon=s.dedup_horizon,
         metrics_port=None if s.metrics_port < 0 else s.metrics_port, bytewax_api=api_url_from_env(env),

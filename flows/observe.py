@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 from metrics.registry import EspressoMetrics
+from state.campaigns import Conversion
 from state.intake import Intake
 from state.shard import Shard, ShardStats
 from state.timeutil import wall_ms
@@ -60,4 +61,7 @@ class ShardObserver:
     def count_outputs(self, outputs: list) -> None:
         """Campaign decisions by campaign, channel and outcome (a released message: `sent`)."""
         for o in outputs:
-            self.m.on_message(o.campaign_id, o.channel, getattr(o, "outcome", "sent"))
+            if isinstance(o, Conversion):
+                self.m.on_conversion(o.campaign_id, o.group, o.value)
+            else:
+                self.m.on_message(o.campaign_id, o.channel, getattr(o, "outcome", "sent"))

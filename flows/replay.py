@@ -28,6 +28,7 @@ class ReplayResult:
     dead_letters_path: Path
     messages: int = 0
     decisions: int = 0
+    conversions: int = 0
 
 
 def beside(out: Path, kind: str) -> Path:
@@ -45,7 +46,8 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
            dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None,
            campaigns: str | Path | None = None, parse_ahead: bool | None = None,
            max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS) -> ReplayResult:
-    """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl.
+    """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl,
+    and every attributed order into OUT.conversions.jsonl.
 
     `parse_ahead` (default: when a second core is available) parses in a helper process.
     """
@@ -54,7 +56,7 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
                      dedup_horizon=dedup_horizon, campaigns=camps, snapshots=False,
                      max_clock_skew_ms=max_clock_skew_ms)
     dead_path = dead_letters or default_dead_letter_path(out)
-    counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0}
+    counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0, "conversions": 0}
 
     def counting(kind: str):
         def encode(item) -> bytes:
@@ -66,7 +68,8 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     extra = {}
     if camps is not None:
         extra = {"messages": JsonlSink(beside(out, "messages"), counting("messages")),
-                 "decisions": JsonlSink(beside(out, "decisions"), counting("decisions"))}
+                 "decisions": JsonlSink(beside(out, "decisions"), counting("decisions")),
+                 "conversions": JsonlSink(beside(out, "conversions"), counting("conversions"))}
 
     sinks = [JsonlSink(out, enc_change), JsonlSink(dead_path, enc_dead), *extra.values()]
     for sink in sinks:  # a file that cannot be opened is the user's to fix, before any work
@@ -88,7 +91,8 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     for sink in sinks:
         if sink.error:
             raise RuntimeFailure(f"writing {sink.path}: {sink.error}; the output is incomplete")
-    return ReplayResult(counts["changes"], counts["dead"], out, dead_path, counts["messages"], counts["decisions"])
+    return ReplayResult(counts["changes"], counts["dead"], out, dead_path, counts["messages"], counts["decisions"],
+                        counts["conversions"])
 
 
 def _can_write(path: Path) -> None:

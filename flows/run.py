@@ -43,6 +43,7 @@ class RunConfig:
     campaigns: str | None = None  # a file, "builtin", or None (no campaigns)
     messages_topic: str = "retargeting-messages"
     decisions_topic: str = "retargeting-decisions"
+    conversions_topic: str = "conversions"
     allowed_lateness_ms: int = 60_000
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     shards_per_partition: int = 8
@@ -86,7 +87,8 @@ def check_topics(rc: RunConfig) -> dict[str, int]:
              TopicSpec(rc.dlq_topic, "--dlq-topic / ESPRESSO_DLQ_TOPIC")]
     if rc.campaigns:
         specs += [TopicSpec(rc.messages_topic, "--messages-topic / ESPRESSO_MESSAGES_TOPIC"),
-                  TopicSpec(rc.decisions_topic, "--decisions-topic / ESPRESSO_DECISIONS_TOPIC")]
+                  TopicSpec(rc.decisions_topic, "--decisions-topic / ESPRESSO_DECISIONS_TOPIC"),
+                  TopicSpec(rc.conversions_topic, "--conversions-topic / ESPRESSO_CONVERSIONS_TOPIC")]
     return ensure_topics(rc.kafka, specs, rc.create_topics, rc.partitions)
 
 
@@ -107,7 +109,9 @@ def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None, metrics: Any =
     extra = {}
     if cfg.campaigns is not None:
         extra = {"messages": KafkaRecordSink(rc.kafka, rc.messages_topic, flush_on_snapshot=durable, metrics=m),
-                 "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable, metrics=m)}
+                 "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable, metrics=m),
+                 "conversions": KafkaRecordSink(rc.kafka, rc.conversions_topic, flush_on_snapshot=durable,
+                                                metrics=m)}
     return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable, metrics=m),
                       KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable, metrics=m), "espresso",
                       **extra)

@@ -4,7 +4,8 @@
       (file or Kafka)      per partition:      │
                            parse, route,       └─(shard key, ShardBatch)──▶ segments ──▶ changes sink
                            event-time frontier                 per shard:    ├────▶ messages sink
-                                                               state, timers └────▶ decisions sink
+                                                               state, timers ├────▶ decisions sink
+                                                                             └────▶ conversions sink
                                                                (campaigns, if any)
 
 Keys are partitions and shards, never contacts: a bounded number of Bytewax keys and
@@ -20,7 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
-from state.campaigns import Message
+from state.campaigns import Conversion, Message
 from state.changes import Change
 
 from .config import FlowConfig
@@ -31,8 +32,8 @@ __all__ = ["build_flow"]
 
 def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sink,
                flow_id: str = "espresso", messages: Sink | None = None,
-               decisions: Sink | None = None) -> Dataflow:
-    """With `cfg.campaigns`, shards also emit messages and decisions to those two sinks."""
+               decisions: Sink | None = None, conversions: Sink | None = None) -> Dataflow:
+    """With `cfg.campaigns`, shards also emit messages, decisions and conversions to those sinks."""
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     intake = op.stateful_batch("intake", raw, lambda resume: IntakeLogic(cfg, resume))
@@ -45,13 +46,15 @@ def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sin
     if cfg.campaigns is None:
         _output("changes", out, changes)
         return flow
-    if messages is None or decisions is None:
-        raise ValueError("a flow with campaigns needs a messages sink and a decisions sink")
+    if messages is None or decisions is None or conversions is None:
+        raise ValueError("a flow with campaigns needs messages, decisions and conversions sinks")
     kinds = op.branch("is-change", out, lambda item: isinstance(item, Change))
     _output("changes", kinds.trues, changes)
     outputs = op.branch("is-message", kinds.falses, lambda item: isinstance(item, Message))
     _output("messages", outputs.trues, messages)
-    _output("decisions", outputs.falses, decisions)
+    rest = op.branch("is-conversion", outputs.falses, lambda item: isinstance(item, Conversion))
+    _output("conversions", rest.trues, conversions)
+    _output("decisions", rest.falses, decisions)
     return flow
 
 

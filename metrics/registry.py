@@ -226,6 +226,11 @@ class EspressoMetrics:
             buckets=INGEST_LATENCY_BUCKETS, registry=reg)
         self._messages = counter("espresso_messages", "Retargeting message decisions, by outcome.",
                                  ("campaign", "channel", "outcome"))
+        self._conversions = counter("espresso_conversions", "Orders attributed to a campaign's messages "
+                                    "(group message) or counted for its holdout (group holdout).",
+                                    ("campaign", "group"))
+        self._revenue = counter("espresso_conversion_revenue", "Order value of those conversions (sum of "
+                                "`value`, in the orders' currencies).", ("campaign", "group"))
         self._send = Histogram("espresso_send_duration_seconds", "Duration of one delivery attempt.",
                                ("channel",), buckets=SEND_DURATION_BUCKETS, registry=reg)
         self._lag = Gauge("espresso_kafka_consumer_lag",
@@ -329,6 +334,13 @@ class EspressoMetrics:
     def on_message(self, campaign: str, channel: str, outcome: str, n: int = 1) -> None:
         """A message decision (`outcome` from docs/interfaces.md)."""
         self._messages.labels(self._campaigns(campaign), self._channels(channel), self._outcomes(outcome)).inc(n)
+
+    def on_conversion(self, campaign: str, group: str, value: float | int | None) -> None:
+        """An attributed order (`group`: message | holdout)."""
+        labels = (self._campaigns(campaign), "holdout" if group == "holdout" else "message")
+        self._conversions.labels(*labels).inc()
+        if value is not None and value > 0:
+            self._revenue.labels(*labels).inc(value)
 
     def observe_send(self, channel: str, seconds: float) -> None:
         """One delivery attempt through `channel` took `seconds`."""

@@ -8,10 +8,10 @@ output records (`records.py`). See docs/campaigns.md.
 from .definitions import BUILTIN_CAMPAIGNS_FILE, builtin_campaigns, load_campaigns, parse_campaigns
 from .engine import CampaignEngine, CampaignState, Output, Pending
 from .model import DEFAULT_CAPS, Campaign, Campaigns, Cap, Variant
-from .records import OUTCOMES, Decision, Message, message_id
+from .records import OUTCOMES, Conversion, Decision, Message, message_id
 
 __all__ = [
     "BUILTIN_CAMPAIGNS_FILE", "builtin_campaigns", "load_campaigns", "parse_campaigns",
     "CampaignEngine", "CampaignState", "Output", "Pending", "DEFAULT_CAPS", "Campaign", "Campaigns",
-    "Cap", "Variant", "OUTCOMES", "Decision", "Message", "message_id",
+    "Cap", "Variant", "OUTCOMES", "Conversion", "Decision", "Message", "message_id",
 ]

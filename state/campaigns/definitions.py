@@ -21,7 +21,7 @@ from ..builtin_names import BUILTIN_CAMPAIGN_FILES, is_builtin_name
 from ..errors import DefinitionError
 from ..timeutil import parse_duration
 from .model import (
-    ADDRESS_FIELD, DEFAULT_CAPS, DEFAULT_MAX_RUNS, DEFAULT_QUIET_HOURS, MAX_RUNS, Campaign, Campaigns,
+    ADDRESS_FIELD, DEFAULT_ATTRIBUTION, DEFAULT_CAPS, DEFAULT_MAX_RUNS, DEFAULT_QUIET_HOURS, MAX_RUNS, Campaign, Campaigns,
     Cap, DateTrigger, EventTrigger, ExitRule, Step, Variant,
 )
 from .quiet import zone
@@ -36,7 +36,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-_TOP = ("campaigns", "caps", "default_timezone", "segments", "include_builtin")
+_TOP = ("campaigns", "caps", "default_timezone", "segments", "include_builtin", "attribution")
 _ITEM_TYPES = ("checkout_started", "order_placed")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$")
 _DOCS = "see docs/campaigns.md"
@@ -138,6 +138,22 @@ class _CampaignM(_Strict):
     exit_when: list[_ExitM] = []
     run_key: str | None = None
     max_runs: int | None = None
+    holdout: Any = None
+
+    @field_validator("holdout")
+    @classmethod
+    def _h(cls, v: Any) -> int:
+        if v is None:
+            return 0
+        text = str(v).strip()
+        if isinstance(v, str) and text.endswith("%"):
+            try:
+                pct = float(text[:-1])
+            except ValueError:
+                pct = -1.0
+            if 0 <= pct < 100 and round(pct * 100) == pct * 100:
+                return round(pct * 100)
+        raise ValueError(f"must be a percentage such as 10% (0% to 99.99%), got {v!r}")
     fallbacks: dict[str, str | int | float | bool] = {}
     reentry: Any = "once"
     delay: Any = None
@@ -420,7 +436,7 @@ def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> 
         products_from=tuple(m.products_from), contact_fields=fields | frozenset(fallbacks),
         uses_products=uses_products, steps=steps, event=trig.get("event"), date=trig.get("date"), exits=exits,
         run_key=run_key, max_runs=max_runs, sequence=not legacy,
-        uses_trigger_items=uses_products and "event" in trig,
+        uses_trigger_items=uses_products and "event" in trig, holdout_bp=m.holdout,
     )
 
 
@@ -447,6 +463,28 @@ def _caps(raw: Any, file: str) -> tuple[Cap, ...]:
             caps.append(Cap(key if len(items) == 1 else f"{key}{i + 1}", None if key == "all" else key, m.max, m.per))
     order = {"email": 0, "sms": 1, "push": 2, None: 3}
     return tuple(sorted(caps, key=lambda c: (order[c.channel], c.per_ms, c.name)))
+
+
+def _attribution(raw: Any, file: str) -> dict[str, int]:
+    """Attribution windows: the SPEC's defaults, each overridable (`attribution: {push_open: 12h}`)."""
+    out = dict(DEFAULT_ATTRIBUTION)
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, "attribution", "expected a mapping of windows",
+                              "e.g. attribution: {email_open: 3d, push_open: 12h}")
+    for key, value in raw.items():
+        if key not in DEFAULT_ATTRIBUTION:
+            raise DefinitionError(file, f"attribution.{key}", "unknown window",
+                                  f"windows are {', '.join(DEFAULT_ATTRIBUTION)}")
+        try:
+            out[key] = _duration(value)
+        except ValueError as exc:
+            raise DefinitionError(file, f"attribution.{key}", str(exc), "e.g. 5d or 24h") from None
+    if out["remember"] < max(v for k, v in out.items() if k != "remember"):
+        raise DefinitionError(file, "attribution.remember", "shorter than a touch window",
+                              "remember released messages at least as long as the longest window")
+    return out
 
 
 def _fingerprint(text: str, segments: list[Segment]) -> str:
@@ -492,12 +530,13 @@ def parse_campaigns(doc: Any, file: str, segments: list[Segment] | None = None, 
                                   "give every campaign its own id")
         seen[c.id] = f"campaigns[{i}]"
         campaigns.append(c)
+    attribution = _attribution(doc.get("attribution"), file)
     tz = default_timezone if default_timezone is not None else doc.get("default_timezone", "UTC")
     if zone(tz) is None:
         raise DefinitionError(file, "default_timezone", f"unknown time zone {tz!r}",
                               "use an IANA name such as UTC or Europe/Paris")
     return Campaigns(tuple(campaigns), _caps(doc.get("caps"), file), tz, tuple(known), file,
-                     _fingerprint(text or repr(doc), known))
+                     _fingerprint(text or repr(doc), known), attribution=attribution)
 
 
 def load_campaigns(path: str | Path | None, segments: list[Segment] | None = None, *,
@@ -536,6 +575,6 @@ def builtin_campaigns(segments: list[Segment] | None = None, *, default_timezone
             raise DefinitionError(file, "campaigns", f"campaign {clash!r} is also in {out.file}", "rename one")
         fingerprint = hashlib.sha256((out.fingerprint + c.fingerprint).encode()).hexdigest()[:16]
         out = Campaigns(out.campaigns + c.campaigns, out.caps, out.default_timezone, c.segments,
-                        f"{out.file}+{file}", fingerprint)
+                        f"{out.file}+{file}", fingerprint, attribution=out.attribution)
     assert out is not None
     return out

@@ -52,13 +52,14 @@ from ..events import Event
 from ..program import CONSENT_TYPE, PROFILE_TYPE, SCHED
 from ..shard import Shard
 from ..timeutil import NEVER
+from .attribution import Attribution
 from .compose import Composer
 from .date_runs import DateRuns
 from .ids import run_id
-from .model import ADDRESS_FIELD, TIMEZONE_FIELD, Campaign, Campaigns
+from .model import ADDRESS_FIELD, ORDER_TYPE, TIMEZONE_FIELD, TOUCHES, Campaign, Campaigns
 from .policies import Memo
 from .quiet import zone
-from .records import OUTCOMES, Decision, Message
+from .records import OUTCOMES, Conversion, Decision, Message
 from .runs import DATE_STEP, FREE, RunStore
 from .snapshot import CampaignState, Pending, clone_seen
 from .starts import RunStarts
@@ -66,11 +67,11 @@ from .steps import StepDecisions
 
 __all__ = ["CampaignEngine", "CampaignState", "Pending", "Output"]
 
-Output = Decision | Message
+Output = Decision | Message | Conversion
 _INF = 1 << 62
 
 
-class CampaignEngine(RunStarts, DateRuns, StepDecisions):
+class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
     """Campaign decisions for the contacts of one shard.
 
     Per batch, call `process(shard, events, watermark, now_ms=..., settled=...)` instead of
@@ -108,8 +109,11 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         for c in self.camps:
             self._match_paths.append(tuple(sorted({tp for r in c.exits for _, tp in r.match})))
         self._touch = set(self._seg_triggers) | set(self._seg_cancels)
-        self._inbox_types = frozenset(self._ev_triggers) | frozenset(self._exits) | (
+        self._always_boxed = frozenset(self._ev_triggers) | frozenset(self._exits) | (
             {PROFILE_TYPE} if self._dates else frozenset())
+        # attribution: touches that name a message, orders of contacts with touches or holdouts
+        self._inbox_types = self._always_boxed | frozenset(TOUCHES) | {ORDER_TYPE}
+        self._windows = dict(campaigns.attribution)
         self.composer = Composer({s.id: s.name for s in campaigns.segments})
         self._caps = campaigns.caps
         self._window = max((c.per_ms for c in self._caps), default=0)
@@ -144,9 +148,13 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
             self.seen = state.seen
         else:
             self.seen = SeenIds(DEFAULT_HORIZON)
-        for cid, (clock, sends, fired) in state.contacts.items():
+        remap = {i: self._index.get(c) for i, c in enumerate(state.campaign_ids)}
+        for cid, row in state.contacts.items():
+            clock, sends, fired = row[:3]
             fired = {k: (v if isinstance(v, tuple) else (v, 0)) for k, v in fired.items() if k in self._index}
-            self.memos[cid] = Memo(clock, list(sends), fired)
+            memo = self.memos[cid] = Memo(clock, list(sends), fired)
+            if len(row) > 3:
+                self._restore_attribution(memo, row[3:], remap)
         self.inbox = {cid: list(evs) for cid, evs in state.inbox.items()}
         if state.runs is not None:
             old = RunStore()
@@ -219,7 +227,9 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         return self.runs.open
 
     def snapshot(self) -> CampaignState:
-        contacts = {cid: (m.clock, tuple(m.sends), dict(m.fired)) for cid, m in self.memos.items()}
+        contacts = {cid: (m.clock, tuple(m.sends), dict(m.fired), m.released and dict(m.released),
+                          m.touches and list(m.touches), m.held and dict(m.held))
+                    for cid, m in self.memos.items()}
         return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq, contacts, [],
                              dict(self.stats), self.runs.__getstate__(), tuple(c.id for c in self.camps),
                              {cid: list(evs) for cid, evs in self.inbox.items() if evs}, clone_seen(self.seen))
@@ -251,7 +261,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
                     # (a contact's first event is evaluated against every segment)
                     if etype in touching or (etype in used and cid not in index):
                         touched.add(cid)
-                    if etype in boxed and not seen.add(ev[0]):
+                    if etype in boxed and self._boxes(ev, cid) and not seen.add(ev[0]):
                         inbox.setdefault(cid, []).append(ev)
                     continue
                 ts = ev[3]
@@ -266,10 +276,11 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
                     self._take(shard.advance_contact(cid, ts), shard, now_ms, changes, out)
                     self._until(cid, ts, shard, now_ms, out)
                 touched.add(cid)
-                if etype in boxed or etype == CONSENT_TYPE:
+                box = etype in boxed and self._boxes(ev, cid)
+                if box or etype == CONSENT_TYPE:
                     if seen.add(ev[0]):
                         continue  # a redelivery: it started, ended or unsubscribed nothing the first time
-                    if etype in boxed:
+                    if box:
                         inbox.setdefault(cid, []).append(ev)
                 if etype == CONSENT_TYPE and ts >= self.settled:
                     props = ev[4]
@@ -290,6 +301,16 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
         if ch:
             changes.extend(ch)
             out.extend(self.on_changes(ch, shard, now_ms))
+
+    def _boxes(self, ev: Event, cid: str) -> bool:
+        """Does the engine act on this event at its instant (so it waits in the inbox)?"""
+        etype = ev[2]
+        if etype in self._always_boxed:
+            return True
+        if etype in TOUCHES:
+            return "message_id" in ev[4]
+        memo = self.memos.get(cid)  # an order: attributed if something could claim it
+        return cid in self.inbox or (memo is not None and (memo.touches is not None or memo.held is not None))
 
     def _at_risk(self, cid: str, x: int, shard: Shard, touched: set[str]) -> bool:
         """Could a decision about `cid` fall before `x`? Then it must be made before the
@@ -488,6 +509,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
             exits = self._exits.get(ev[2])
             if exits and cid in runs.heads:
                 self._exit(cid, ev, exits, t, out)
+        if evs:
+            self._attribute(cid, t, evs, memo, out)
         self._decide_due(cid, t, memo, row, shard, now_ms, out)
         memo.clock = t
         self._tidy(cid, memo, t)
@@ -501,10 +524,14 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions):
             memo.sends = [s for s in memo.sends if s[0] > low]
         if cid in self.runs.heads or cid in self.inbox:
             return  # looked at again when its runs or events are decided
-        if not memo.sends and not memo.fired:
+        kept = NEVER
+        if memo.released is not None or memo.touches is not None or memo.held is not None:
+            kept = self._prune_attribution(memo, t)
+        if not memo.sends and not memo.fired and kept == NEVER:
             del self.memos[cid]
             return
         until = memo.sends[-1][0] + self._window if memo.sends else NEVER
+        until = max(until, kept)
         for k, (last, _) in list(memo.fired.items()):
             d = self._once_per.get(k)
             if d is None:

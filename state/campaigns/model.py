@@ -8,7 +8,7 @@ from ..conditions import Filter, Segment
 from ..program import CONSENT_TYPE, PROFILE_TYPE, Keep
 from .templates import CompiledTemplate
 
-__all__ = ["Variant", "Step", "EventTrigger", "DateTrigger", "ExitRule", "Campaign", "Cap", "Campaigns",
+__all__ = ["DEFAULT_ATTRIBUTION", "TOUCHES", "HOLDOUT_WINDOW_OF", "ORDER_TYPE", "Variant", "Step", "EventTrigger", "DateTrigger", "ExitRule", "Campaign", "Cap", "Campaigns",
            "ADDRESS_FIELD", "CHANNELS", "DEFAULT_CAPS", "DEFAULT_QUIET_HOURS", "DEFAULT_MAX_RUNS", "MAX_RUNS"]
 
 CHANNELS = ("email", "sms", "push")
@@ -30,6 +30,17 @@ class Variant:
     html: CompiledTemplate | None
     data: dict
 
+
+#: Attribution windows (SPEC "Conversions"): a touch at `s` is inside at order time `o` when
+#: `o - window < s <= o`; `remember` bounds how old a released message a touch may name.
+DEFAULT_ATTRIBUTION = {"email_open": 5 * 86_400_000, "email_click": 5 * 86_400_000,
+                       "sms_click": 5 * 86_400_000, "push_open": 86_400_000, "remember": 30 * 86_400_000}
+#: Touch event type -> (channel of the message it names, "open" | "click").
+TOUCHES = {"email_open": ("email", "open"), "email_click": ("email", "click"),
+           "sms_click": ("sms", "click"), "push_open": ("push", "open")}
+#: The window that bounds a channel's holdout conversions (its click window, SPEC).
+HOLDOUT_WINDOW_OF = {"email": "email_click", "sms": "sms_click", "push": "push_open"}
+ORDER_TYPE = "order_placed"
 
 #: Open runs per contact and campaign when a file says nothing, and the most it may ask for:
 #: a new run beyond it supersedes the oldest (decision `cancelled`, reason `superseded`).
@@ -118,6 +129,7 @@ class Campaign:
     max_runs: int = 1
     sequence: bool = False
     uses_trigger_items: bool = False  # templates read `products` of an event trigger's `items`
+    holdout_bp: int = 0  # share of contacts held out, in basis points (10% -> 1000)
 
     @property
     def total_weight(self) -> int:
@@ -159,6 +171,7 @@ class Campaigns:
     file: str = ""
     fingerprint: str = ""
     by_id: dict = field(default_factory=dict, compare=False)
+    attribution: dict = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTION))
 
     def __post_init__(self) -> None:
         self.by_id.update({c.id: c for c in self.campaigns})
@@ -185,6 +198,8 @@ class Campaigns:
         types |= {x.type for c in self.campaigns for x in c.exits}
         if any(c.date is not None for c in self.campaigns):
             types.add(PROFILE_TYPE)
+        if self.campaigns:  # attribution: touches naming released messages, and orders
+            types |= set(TOUCHES) | {ORDER_TYPE}
         return frozenset(types)
 
     def state_types(self) -> frozenset[str]:

@@ -15,7 +15,7 @@ __all__ = ["Memo", "blocked", "reentry_refusal"]
 class Memo:
     """One contact's decision clock, recent sends and last send per campaign."""
 
-    __slots__ = ("clock", "sends", "fired", "expires")
+    __slots__ = ("clock", "sends", "fired", "expires", "released", "touches", "held")
 
     def __init__(self, clock: int = NEVER, sends: list | None = None, fired: dict | None = None) -> None:
         self.clock = clock
@@ -23,6 +23,12 @@ class Memo:
         #: campaign id -> (last send ms, run id of that send)
         self.fired: dict[str, tuple[int, int]] = fired if fired is not None else {}
         self.expires = NEVER  # last instant pushed on the engine's expiry heap for this contact
+        #: attribution (None until used): message key -> (campaign, step, variant, message id,
+        #: released ms); touches inside the longest window: (ms, is_click, message key); the
+        #: latest holdout decision per campaign: campaign -> (ms, step)
+        self.released: dict | None = None
+        self.touches: list | None = None
+        self.held: dict | None = None
 
 
 def blocked(caps: tuple[Cap, ...], sends: list[tuple[int, str]], channel: str, t: int) -> list[tuple[str, int]]:

@@ -8,14 +8,19 @@ import xxhash
 
 from ..timeutil import format_ms
 
-__all__ = ["Message", "Decision", "message_id", "OUTCOMES", "SCHEMA_VERSION"]
+__all__ = ["Message", "Decision", "Conversion", "message_id", "conversion_id", "OUTCOMES", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 #: Decision outcomes (docs/interfaces.md). The engine decides all but `failed` by delivery
 #: and `skipped_duplicate` by the delivery's Redis check; it also uses `skipped_duplicate`
 #: for a re-entry its policy refuses and `failed` for a message it cannot build.
 OUTCOMES = ("sent", "skipped_consent", "skipped_duplicate", "skipped_stale", "capped", "deferred",
-            "cancelled", "exited", "failed")
+            "cancelled", "exited", "held_out", "failed")
+
+
+def conversion_id(contact_id: str, order_event_id: str, group: str, campaign_id: str | None) -> str:
+    """Same order, same attribution, same id: consumers drop repeated conversions by it."""
+    return xxhash.xxh3_128_hexdigest(f"{contact_id}\x1f{order_event_id}\x1f{group}\x1f{campaign_id}".encode())
 
 
 def message_id(change_id: str, campaign_id: str) -> str:
@@ -95,4 +100,34 @@ class Decision(NamedTuple):
             rec["due_at"] = format_ms(self.due_at)
         if self.detail:
             rec["detail"] = self.detail
+        return rec
+
+
+class Conversion(NamedTuple):
+    """An order attributed to the message last touched before it (`group` "message"), or
+    counted for a campaign that held the contact out (`group` "holdout", no message)."""
+
+    conversion_id: str
+    order_id: str | None
+    contact_id: str
+    at: int
+    value: float | int | None
+    currency: str | None
+    message_id: str | None
+    campaign_id: str
+    variant: str | None
+    step_id: str | None
+    touch: str | None  # "open" | "click"
+    touch_at: int | None
+    group: str = "message"
+
+    def record(self) -> dict:
+        """The JSON object for the conversions topic (key `contact_id`)."""
+        rec = {
+            "schema": SCHEMA_VERSION, "conversion_id": self.conversion_id, "order_id": self.order_id,
+            "contact_id": self.contact_id, "at": format_ms(self.at), "value": self.value, "currency": self.currency,
+            "message_id": self.message_id, "campaign_id": self.campaign_id, "variant": self.variant,
+            "step_id": self.step_id, "touch": self.touch,
+            "touch_at": None if self.touch_at is None else format_ms(self.touch_at), "group": self.group,
+        }
         return rec

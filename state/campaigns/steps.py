@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xxhash
+
 from ..shard import Shard
 from .compose import pick_variant
 from .ids import message_ids, run_hex
@@ -13,6 +15,7 @@ from .runs import DATE_STEP
 
 __all__ = ["StepDecisions"]
 
+_xxh64 = xxhash.xxh3_64_intdigest
 _new = tuple.__new__  # skips NamedTuple's Python-level __new__: one per decision
 
 
@@ -105,6 +108,13 @@ class StepDecisions:
                 out.append(self._decision(s, "capped", f"cap:{names}", t))
                 self._next(s, t)
                 return
+        k = runs.camp[s]
+        if c.holdout_bp and _xxh64(f"{cid}\x1fholdout\x1f{c.id}".encode()) % 10_000 < c.holdout_bp:
+            # the control group: contacts this step would have reached (consent, address, caps)
+            out.append(self._decision(s, "held_out", "holdout", t))
+            self._held_out(memo, k, runs.step[s], t)
+            self._next(s, t)
+            return
         step = c.steps[runs.step[s]]
         variant = pick_variant(c, step, cid)
         obj = runs.obj[s]
@@ -124,6 +134,7 @@ class StepDecisions:
             memo.fired[c.id] = (t, rid)
         self.stats["sent"] += 1
         mid, chid, step_id = message_ids(c, step.id, rid, obj, cid, runs.start[s], runs.key[s])
+        self._released(memo, k, runs.step[s], step.variants.index(variant), mid, t)
         out.append(_new(Message, (mid, c.id, c.channel, cid, variant.name or None, c.segment, chid, t,
                                   {ADDRESS_FIELD[c.channel]: address}, subject, body or "", html, dict(variant.data),
                                   stale, step_id, run_hex(rid))))
@@ -140,7 +151,7 @@ class StepDecisions:
         c = self.camps[k]
         step = c.steps[i]
         mid, chid, step_id = message_ids(c, step.id, rid, obj, cid, start, mk)
-        variant = pick_variant(c, step, cid).name or None
+        variant = None if outcome == "held_out" else pick_variant(c, step, cid).name or None
         self.stats[outcome] = self.stats.get(outcome, 0) + 1
         return _new(Decision, (mid, c.id, c.channel, cid, outcome, reason, at, c.segment, chid, variant, due_at,
                                detail, step_id, run_hex(rid)))
