@@ -74,6 +74,8 @@ class Filter:
     value: Any
 
     def matches(self, props: dict) -> bool:
+        if self.op == "not_equals":  # no value there equals it (a missing property passes)
+            return not any(_same(v, self.value) for v in resolve(props, self.path))
         return any(compare(v, self.op, self.value) for v in resolve(props, self.path))
 
 

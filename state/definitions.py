@@ -25,7 +25,7 @@ __all__ = ["load_segments", "parse_segments", "builtin_segments", "load_yaml", "
 
 BUILTIN_FILE = "builtin/espresso.yaml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-_OPS = ("equals", "in", "contains", ">", "<", ">=", "<=")
+_OPS = ("equals", "not_equals", "in", "contains", ">", "<", ">=", "<=")
 _CMP = (">", "<", "=", ">=", "<=")
 _KINDS = ("all", "any", "not", "consent", "event", "lifetime", "inactive", "abandoned_checkout", "profile")
 
@@ -43,7 +43,7 @@ def _duration(v: Any) -> int:
 
 class _FilterM(_Strict):
     property: str
-    op: Literal["equals", "in", "contains", ">", "<", ">=", "<="]
+    op: Literal["equals", "not_equals", "in", "contains", ">", "<", ">=", "<="]
     value: Any
 
     @model_validator(mode="after")
