@@ -353,11 +353,12 @@ class Topics(NamedTuple):
     dlq: str
     messages: str | None = None  # None: no campaigns
     decisions: str | None = None
+    conversions: str | None = None
 
     def partitions(self) -> dict[str, int]:
         counts = {self.events: 4, self.changes: 4, self.dlq: 1}
-        if self.messages and self.decisions:
-            counts.update({self.messages: 1, self.decisions: 1})
+        if self.messages and self.decisions and self.conversions:
+            counts.update({self.messages: 1, self.decisions: 1, self.conversions: 1})
         return counts
 
 
@@ -418,14 +419,16 @@ class Demo:
                 bootstrap = external
                 tag = uuid.uuid4().hex[:6]
                 topics = Topics(f"demo-{tag}-contact-events", f"demo-{tag}-segment-changes", f"demo-{tag}-dlq",
-                                *((f"demo-{tag}-messages", f"demo-{tag}-decisions") if campaigns else ()))
+                                *((f"demo-{tag}-messages", f"demo-{tag}-decisions", f"demo-{tag}-conversions")
+                                  if campaigns else ()))
                 self.say(f"espresso demo: using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS), topics "
                          f"{', '.join(t for t in topics if t)}")
             else:
                 broker = EmbeddedBroker(workdir).start()
                 bootstrap = broker.bootstrap
                 topics = Topics("contact-events", "segment-changes", "contact-events-dlq",
-                                *(("retargeting-messages", "retargeting-decisions") if campaigns else ()))
+                                *(("retargeting-messages", "retargeting-decisions", "conversions")
+                                  if campaigns else ()))
                 self.say(f"espresso demo: embedded broker (tansu, in memory) at {bootstrap}")
             # Every client of the demo from the one factory: a secured cluster works as for `run`.
             kafka = KafkaConfig.from_env(bootstrap, os.environ, client_id="espresso-demo")
@@ -489,11 +492,12 @@ class Demo:
                 "--input-topic", topics.events, "--output-topic", topics.changes, "--dlq-topic", topics.dlq,
                 "--segments", str(segments), "--allowed-lateness", "2s", "--shards-per-partition", "4",
                 "--metrics-port", str(port), "--workers", str(self.s.workers), "--epoch-interval", "2s"]
-        if campaigns is not None and topics.messages and topics.decisions:
+        if campaigns is not None and topics.messages and topics.decisions and topics.conversions:
             argv += ["--campaigns", str(campaigns), "--messages-topic", topics.messages,
-                     "--decisions-topic", topics.decisions]
+                     "--decisions-topic", topics.decisions, "--conversions-topic", topics.conversions]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        for var in ("ESPRESSO_CAMPAIGNS", "ESPRESSO_MESSAGES_TOPIC", "ESPRESSO_DECISIONS_TOPIC"):
+        for var in ("ESPRESSO_CAMPAIGNS", "ESPRESSO_MESSAGES_TOPIC", "ESPRESSO_DECISIONS_TOPIC",
+                    "ESPRESSO_CONVERSIONS_TOPIC"):
             env.pop(var, None)  # --no-campaigns means none, whatever the shell exports
         self.flow_log = workdir / "flow.log"
         log = None if self.s.verbose else open(self.flow_log, "wb")

@@ -253,7 +253,8 @@ def _bar_chart(items: list[tuple[str, Interval | None, str, str]], lift: bool = 
         parts.append(f'<text x="{label_w + plot_w + 8}" y="{mid + 4:.1f}">{_e(text)}</text></g>')
     if lift:
         axis_y = top + row_h * len(items) + 14
-        parts.append(f'<text x="{zero:.1f}" y="{axis_y}" text-anchor="middle" fill="#718096">0 (same as '
+        anchor = "end" if zero > label_w + plot_w * 0.75 else "middle"
+        parts.append(f'<text x="{zero:.1f}" y="{axis_y}" text-anchor="{anchor}" fill="#718096">0 (same as '
                      'holdout)</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -10,7 +10,16 @@ the cases where a streaming engine and a batch replay most easily disagree close
 - a consent subscribe and unsubscribe of one channel in one millisecond, in either order;
 - redeliveries: an exact copy of an earlier line (same `event_id`) a few lines later;
 - invalid lines (raw bytes): not JSON, a missing field, a bad `ts`;
-- optionally events stamped far ahead of the wall clock (now + 20 years).
+- optionally events stamped far ahead of the wall clock (now + 20 years);
+- optionally (`sequences=True`) what the built-in shop automations react to, built by
+  `Sequences`: checkouts with items, paid (`checkout_id`) at, 1 ms before and 1 ms after
+  the series' step instants (trigger + 3 h, + 24 h) or replaced by a newer one; orders
+  with items, some paying an earlier checkout of the contact; product views, some added
+  to the cart, checked out or ordered at the reminder's instant (+ 1 h); email
+  subscribes and unsubscribes between and at the steps of the welcome series (+ 2 d,
+  + 5 d) and of the post-purchase sequence (+ 48 h, + 7 d); birthdays (`MM-DD` and
+  `YYYY-MM-DD`) in profiles with time zones from UTC-8 to UTC+13, and a change of zone
+  or birthday just before (or at) the 09:00 local instant.
 
 Lines are in event-time order (a stable sort by `ts` of a shuffled list, so the arrival
 order inside one millisecond is random), except redeliveries, invalid lines and
@@ -26,16 +35,22 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
 from state.timeutil import format_ms, parse_ts
 
-__all__ = ["T0", "WINDOW", "adversarial_stream", "adversarial_cases", "Case", "far_future_ms", "is_future",
+__all__ = ["T0", "CAMPAIGN_T0", "WINDOW", "Sequences", "ZONES", "profile_props", "adversarial_stream", "adversarial_cases", "Case", "far_future_ms", "is_future",
            "valid_events", "invalid_lines", "future_events", "without_future", "last_ts"]
 
 S, M, H, D = 1000, 60_000, 3_600_000, 86_400_000
 T0 = 1_790_000_000_000  # 2026-09-21T12:53:20Z: far behind the wall clock, only event time matters
+#: 2026-03-25T00:53:20Z: the campaign streams start here, so that `--until` can be ~110 days
+#: later (win-back: 90 d without an order, then 14 d) and still behind the wall clock; their
+#: span holds Europe's spring-forward (03-29) and New Zealand's fall-back (04-05).
+CAMPAIGN_T0 = 1_774_400_000_000
 WINDOW = 72 * H  # the built-in espresso segments' window
 CHANNELS = ("email", "sms", "push")
 ENGAGEMENT = {"email": "email_open", "sms": "sms_click", "push": "push_open"}
@@ -112,15 +127,211 @@ def _invalid_line(rnd: random.Random, n: int, cid: str) -> bytes:
         n, cid.encode(), rnd.choice([b"yesterday", b"2026-13-45T00:00:00Z", b"2026-09-21T10:00:00"]))
 
 
+# -- what the built-in shop automations react to ----------------------------------------------
+#: Profile time zones: west to east, with half-hour offsets and southern-hemisphere DST.
+ZONES = ("America/Los_Angeles", "America/New_York", "UTC", "Europe/Paris", "Asia/Kolkata", "Asia/Tokyo",
+         "Pacific/Auckland")
+PRODUCTS = 30
+#: Offsets from a checkout to the order paying it: at, 1 ms before and after the series'
+#: steps (+ 3 h, + 24 h), in between and after the series.
+PAY_AFTER = (0, 1, 3 * H - 1, 3 * H, 3 * H, 3 * H + 1, 10 * H, 24 * H - 1, 24 * H, 24 * H, 24 * H + 1, 30 * H,
+             3 * D)
+#: Offsets from an order to an event of the contact: the post-purchase (+ 48 h, + 7 d) and
+#: cross-sell (+ 2 d) step instants, 1 ms around them, and between them.
+AFTER_ORDER = (H, 2 * D - 1, 2 * D, 2 * D, 2 * D + 1, 4 * D, 7 * D, 7 * D + 1)
+
+
+def _price(p: int) -> float:
+    return round(4.99 + 3.5 * p, 2)  # a product has one price everywhere
+
+
+def _items(rnd: random.Random, must: int | None = None) -> list[dict]:
+    pids = rnd.sample(range(PRODUCTS), rnd.choice((1, 1, 2, 3)))
+    if must is not None and must not in pids:
+        pids[rnd.randrange(len(pids))] = must
+    return [{"product_id": f"p{p}", "quantity": rnd.randint(1, 3), "price": _price(p)} for p in pids]
+
+
+def _value(items: list[dict]) -> float:
+    return round(sum(i["price"] * i["quantity"] for i in items), 2)
+
+
+def nine_am(at_ms: int, tz: str) -> tuple[str, int]:
+    """("MM-DD" of the local date at `at_ms` in `tz`, 09:00 local that day in epoch ms)."""
+    z = ZoneInfo(tz)
+    d = datetime.fromtimestamp(at_ms / 1000, z).date()
+    return f"{d.month:02d}-{d.day:02d}", int(datetime(d.year, d.month, d.day, 9, tzinfo=z).timestamp() * 1000)
+
+
+def _birthday(rnd: random.Random, md: str) -> str:
+    return md if rnd.random() < 0.5 else f"{rnd.randint(1950, 2008)}-{md}"
+
+
+def profile_props(rnd: random.Random, cid: str, t0: int, span_ms: int) -> dict:
+    """A profile of the campaign streams: addresses (5 % without email), a time zone, and
+    for 40 % a birthday falling inside [t0, t0 + span_ms)."""
+    tz = rnd.choice(ZONES)
+    props = {"first_name": cid.title(), "phone": "+33600000000", "push_token": f"tok-{cid}", "timezone": tz}
+    if rnd.random() < 0.95:
+        props["email"] = f"{cid}@example.com"
+    if rnd.random() < 0.4:
+        props["birthday"] = _birthday(rnd, nine_am(t0 + rnd.randrange(span_ms), tz)[0])
+    return props
+
+
+class Sequences:
+    """Scenarios of the built-in shop automations (state/builtin/campaigns-shop.yaml), one
+    contact each, given to `add(ts, contact_id, type, properties)`: `scenario(cid)` draws one
+    of checkout, browse, order, consent and birthday. Instants are in [t0, t0 + span_ms) but
+    for follow-ups up to 7 days later. `add` may drop an event (a caller that keeps one event
+    per contact and millisecond): scenarios stay valid, only the edge it made is lost."""
+
+    KINDS = ("checkout", "checkout", "checkout", "browse", "browse", "order", "order", "consent", "birthday",
+             "birthday")
+
+    def __init__(self, rnd: random.Random, add, t0: int, span_ms: int, prefix: str = "q") -> None:
+        assert span_ms > 4 * D, span_ms
+        self.rnd, self.add, self.t0, self.span, self.prefix = rnd, add, t0, span_ms, prefix
+        self.checkouts: dict[str, list[tuple[str, list[dict]]]] = {}
+        self.n = 0
+
+    def _id(self, kind: str) -> str:
+        self.n += 1
+        return f"{self.prefix}{kind}{self.n}"
+
+    def _base(self, room: int) -> int:
+        """An instant with `room` before the span's end; half of them on the hour."""
+        hi = self.span - room
+        if self.rnd.random() < 0.5:
+            return self.t0 + self.rnd.randrange(hi // H) * H
+        return self.t0 + self.rnd.randrange(hi)
+
+    def scenario(self, cid: str, kind: str | None = None) -> None:
+        getattr(self, kind or self.rnd.choice(self.KINDS))(cid)
+
+    # -- the scenarios -------------------------------------------------------------------
+    def checkout(self, cid: str) -> None:
+        """A checkout-series run: paid (exit), replaced by a newer checkout, or abandoned."""
+        rnd = self.rnd
+        t = self._base(4 * D)
+        k, items = self._checkout(cid, t)
+        x = rnd.random()
+        if x < 0.4:  # paid: the series exits at, just before or just after a step
+            self._order(cid, t + rnd.choice(PAY_AFTER), k, items)
+        elif x < 0.55:  # a newer checkout supersedes the run; either may be paid later
+            t2 = t + rnd.choice((1, H, 3 * H, 10 * H, 24 * H))
+            k2, items2 = self._checkout(cid, t2)
+            if rnd.random() < 0.6:
+                paid = rnd.choice(((k, items), (k2, items2)))
+                self._order(cid, t2 + rnd.choice(PAY_AFTER), *paid)
+        elif x < 0.75:  # an order paying no checkout, or an earlier one: no exit of this run
+            earlier = self.checkouts[cid][:-1]
+            other = rnd.choice(earlier)[0] if earlier and rnd.random() < 0.6 else None
+            self._order(cid, t + rnd.choice(PAY_AFTER), other, items)
+        # else abandoned: both reminders go out (caps permitting)
+
+    def browse(self, cid: str) -> None:
+        """A browse-abandonment run (+ 1 h), ended or not by the product in a cart, checkout or order."""
+        rnd = self.rnd
+        t = self._base(2 * D)
+        p = rnd.randrange(PRODUCTS)
+        self.add(t, cid, "product_viewed", {"product_id": f"p{p}", "price": _price(p),
+                                            "collection_ids": [f"col{p % 4}"]})
+        at = t + rnd.choice((1, 5 * 60_000, H - 1, H, H, H + 1, 3 * H))
+        x = rnd.random()
+        if x < 0.3:
+            q = p if rnd.random() < 0.85 else (p + 1) % PRODUCTS  # sometimes another product: no exit
+            self.add(at, cid, "added_to_cart", {"product_id": f"p{q}", "price": _price(q), "quantity": rnd.randint(1, 2)})
+        elif x < 0.42:
+            self._checkout(cid, at, must=p)
+        elif x < 0.52:
+            self._order(cid, at, None, _items(rnd, must=p))
+        elif x < 0.67:  # viewed again (its run is open: part of it) or another product at the step instant
+            q = p if rnd.random() < 0.5 else rnd.randrange(PRODUCTS)
+            self.add(at, cid, "product_viewed", {"product_id": f"p{q}", "price": _price(q)})
+        # else the reminder goes out (once a week at most)
+
+    def order(self, cid: str) -> None:
+        """A post-purchase and cross-sell run, with an event at or around their steps."""
+        self._order(cid, self._base(D), None, _items(self.rnd), follow=1.0)
+
+    def consent(self, cid: str) -> None:
+        """Email subscribe (welcome: + 0, + 2 d, + 5 d), unsubscribed at or between its steps, back later."""
+        rnd = self.rnd
+        t = self._base(3 * D)
+        self.add(t, cid, "consent_changed", {"channel": "email", "status": "subscribed"})
+        if rnd.random() < 0.7:
+            u = t + rnd.choice((H, D, 2 * D - 1, 2 * D, 2 * D, 2 * D + 1, 5 * D))
+            self.add(u, cid, "consent_changed", {"channel": "email", "status": "unsubscribed"})
+            if rnd.random() < 0.5:  # back again: the welcome series runs once
+                self.add(u + rnd.choice((1, H, D)), cid, "consent_changed", {"channel": "email", "status": "subscribed"})
+
+    def birthday(self, cid: str) -> None:
+        """A birthday set some time before its 09:00; the zone (or the birthday) changed just
+        before or at that instant; an unsubscribe or an open at it."""
+        rnd = self.rnd
+        tz = rnd.choice(ZONES)
+        md, nine = nine_am(self._base(2 * D) + D, tz)
+        tp = max(self.t0, nine - rnd.choice((1, H, 20 * H, 3 * D)))
+        props = {"birthday": _birthday(rnd, md), "timezone": tz}
+        if rnd.random() < 0.1:
+            props["birthday"] = rnd.choice(("02-30", "13-01", "", "1990-04-31"))  # never fires
+        self.add(tp, cid, "profile_updated", props)
+        x = rnd.random()
+        at = max(tp + 1, nine + rnd.choice((-H, -30 * 60_000, -1, 0, 0, 1)))
+        if x < 0.45:  # moved just before (or at, or after) the birthday's instant in the old zone
+            self.add(at, cid, "profile_updated", {"timezone": rnd.choice([z for z in ZONES if z != tz])})
+        elif x < 0.6:  # the birthday itself changed: to today, to tomorrow
+            day = nine_am(at + rnd.choice((0, D)), tz)[0]
+            self.add(at, cid, "profile_updated", {"birthday": _birthday(rnd, day)})
+        elif x < 0.75:
+            self.add(at, cid, "consent_changed", {"channel": "email", "status": "unsubscribed"})
+        elif x < 0.85:
+            self.add(at, cid, "email_open", {})
+
+    # -- parts ----------------------------------------------------------------------------
+    def _checkout(self, cid: str, t: int, must: int | None = None) -> tuple[str, list[dict]]:
+        k, items = self._id("chk"), _items(self.rnd, must)
+        self.add(t, cid, "checkout_started", {"checkout_id": k, "value": _value(items), "currency": "EUR",
+                                              "items": items})
+        self.checkouts.setdefault(cid, []).append((k, items))
+        return k, items
+
+    def _order(self, cid: str, t: int, checkout_id: str | None, items: list[dict], follow: float = 0.3) -> None:
+        rnd = self.rnd
+        props: dict = {"order_id": self._id("ord"), "value": _value(items), "currency": "EUR", "items": items}
+        if checkout_id is not None:
+            props["checkout_id"] = checkout_id
+        self.add(t, cid, "order_placed", props)
+        if rnd.random() < 0.05:  # the same order again (another event id): its runs are open, no new one
+            self.add(t + rnd.choice((1, 60_000)), cid, "order_placed", dict(props))
+        if rnd.random() >= follow:
+            return
+        at = t + rnd.choice(AFTER_ORDER)
+        x = rnd.random()
+        if x < 0.4:  # unsubscribed between (or at) the steps: the waiting email runs end
+            self.add(at, cid, "consent_changed", {"channel": "email", "status": "unsubscribed"})
+            if rnd.random() < 0.5:
+                self.add(at + rnd.choice((1, H, 2 * D)), cid, "consent_changed",
+                         {"channel": "email", "status": "subscribed"})
+        elif x < 0.65:  # another order at a step instant: new runs, re-entry of cross-sell
+            self._order(cid, at, None, _items(rnd), follow=0.0)
+        elif x < 0.85:
+            self.add(at, cid, "email_open", {})
+        else:
+            self.add(at, cid, "product_viewed", {"product_id": items[0]["product_id"], "price": items[0]["price"]})
+
+
 def adversarial_stream(seed: int, contacts: int, events: int, t0: int = T0, span_ms: int = 9 * D, *,
                        redeliveries: float = 0.03, invalid: float = 0.02, future: int = 0,
-                       profiles: bool = False, checkouts: bool = False) -> list[dict | bytes]:
+                       profiles: bool = False, checkouts: bool = False, sequences: bool = False) -> list[dict | bytes]:
     """About `events` lines (at least one scenario) over `contacts` contacts in [t0, t0 + span_ms).
 
     `redeliveries` / `invalid`: share of extra lines that are copies / invalid bytes;
     `future`: how many events stamped now + 20 years; `profiles`: a `profile_updated`
     with addresses per contact 1 s before t0 (campaigns need them); `checkouts`: also
-    `checkout_started` (the built-in campaigns' abandoned-checkout segment).
+    `checkout_started`; `sequences`: also the `Sequences` scenarios (about a third of the
+    events), and profiles with birthdays and time zones of `profile_props`.
     """
     assert contacts >= 1 and span_ms > WINDOW + 2 * H, (contacts, span_ms)
     rnd = random.Random(seed)
@@ -147,6 +358,9 @@ def adversarial_stream(seed: int, contacts: int, events: int, t0: int = T0, span
             add(t0 + rnd.randrange(2 * H), cid, "consent_changed", {"channel": ch, "status": "subscribed"})
 
     scenarios = ["same_ms", "edge72", "flip", "random", "random", "random", "random"] + (["checkout"] if checkouts else [])
+    seqs = Sequences(rnd, add, t0, span_ms) if sequences else None
+    if seqs is not None:
+        scenarios += ["sequence"] * 5
     while len(raw) < events:
         cid = rnd.choice(cids)
         kind = rnd.choice(scenarios)
@@ -176,13 +390,19 @@ def adversarial_stream(seed: int, contacts: int, events: int, t0: int = T0, span
             checkout_ids.setdefault(cid, []).append(f"k{n}")
             if rnd.random() < 0.5:
                 add(t + rnd.choice((0, 1, M - 1, M, M + 1, 3 * H)), cid, "order_placed")
+        elif kind == "sequence":
+            seqs.scenario(cid)  # type: ignore[union-attr]
         else:
             add(base(), cid, rnd.choices(ALL_TYPES, ALL_WEIGHTS)[0])
 
     rnd.shuffle(raw)
     raw.sort(key=lambda r: r[0])  # stable: the arrival order inside one millisecond stays random
     out: list[dict | bytes] = []
-    if profiles:
+    if profiles and sequences:
+        for i, cid in enumerate(cids):
+            out.append({"event_id": f"s{seed}-p{i}", "contact_id": cid, "type": "profile_updated", "ts": t0 - S,
+                        "properties": profile_props(rnd, cid, t0, span_ms)})
+    elif profiles:
         for i, cid in enumerate(cids):
             out.append({"event_id": f"s{seed}-p{i}", "contact_id": cid, "type": "profile_updated",
                         "ts": t0 - S, "properties": {"first_name": cid.title(), "email": f"{cid}@example.com",

@@ -6,12 +6,15 @@ Consumers here use `assign()`: tansu takes seconds per consumer-group join.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -21,7 +24,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from state.timeutil import format_ms
+from state.timeutil import format_ms, parse_ts
+from tests.integration.adversarial import Sequences, profile_props
 
 ROOT = Path(__file__).resolve().parents[2]
 S, M, H, D = 1000, 60_000, 3_600_000, 86_400_000
@@ -39,9 +43,18 @@ segments:
 """
 
 
-def shop_events(contacts: int, events: int, seed: int, t0: int, span_ms: int) -> list[dict]:
+def shop_events(contacts: int, events: int, seed: int, t0: int, span_ms: int, *,
+                sequences: bool = False) -> list[dict]:
     """In event-time order, one millisecond per event at most (no two events of a contact
-    share a millisecond, so batching cannot matter), over the built-in segments' types."""
+    share a millisecond, so batching cannot matter), over the built-in segments' types.
+
+    `sequences`: also what the built-in shop automations react to (tests/integration/
+    adversarial.py `Sequences`, about `events // 3` more events: checkouts and orders with
+    items, product views and carts, email subscribes and unsubscribes, birthdays and zone
+    changes, many at a step's instant of an earlier trigger), and first a `profile_updated`
+    per contact 1 s before t0 (`profile_props`: addresses, time zone, some birthdays).
+    Events of a contact still never share a millisecond (a scenario event that would is
+    left out)."""
     rnd = random.Random(seed)
     times = sorted(rnd.sample(range(t0, t0 + span_ms), events))
     out: list[dict] = []
@@ -64,7 +77,28 @@ def shop_events(contacts: int, events: int, seed: int, t0: int, span_ms: int) ->
             props = {"order_id": f"o{i}", "value": 20.0, "currency": "EUR", "items": []}
         out.append({"event_id": f"e{i}", "contact_id": cid, "type": typ,
                     "ts": format_ms(ts) if i % 3 else ts, "properties": props})
-    return out
+    if not sequences:
+        return out
+    rnd = random.Random(seed * 7919 + 1)
+    cids = sorted(seen)
+    taken = {(e["contact_id"], parse_ts(e["ts"])) for e in out}
+    extra: list[tuple[int, str, str, dict]] = []
+
+    def add(ts: int, cid: str, etype: str, props: dict) -> None:
+        if (cid, ts) not in taken:
+            taken.add((cid, ts))
+            extra.append((ts, cid, etype, props))
+
+    seqs = Sequences(rnd, add, t0, span_ms)
+    while len(extra) < events // 3:
+        seqs.scenario(rnd.choice(cids))
+    for j, (ts, cid, etype, props) in enumerate(extra):
+        out.append({"event_id": f"q{j}", "contact_id": cid, "type": etype, "ts": format_ms(ts) if j % 2 else ts,
+                    "properties": props})
+    out.sort(key=lambda e: parse_ts(e["ts"]))  # stable
+    profiles = [{"event_id": f"p-{cid}", "contact_id": cid, "type": "profile_updated", "ts": t0 - S,
+                 "properties": profile_props(rnd, cid, t0, span_ms)} for cid in cids]
+    return profiles + out
 
 
 def tick(partition: int, ts: int) -> dict:
@@ -268,13 +302,37 @@ def by_id(records: Iterable[dict]) -> dict[str, dict]:
 
 
 def builtin_campaigns_allowing_stale(tmp: Path) -> Path:
-    """The built-in campaigns, allowed to fire on old changes: test events are weeks behind the
-    wall clock, and live would otherwise skip every message as stale (replay does not judge)."""
-    doc = yaml.safe_load(resources.files("state").joinpath("builtin/campaigns-espresso.yaml").read_text())
-    for c in doc["campaigns"]:
+    """The built-in campaigns of `--campaigns builtin` (every file of BUILTIN_CAMPAIGN_FILES:
+    the espresso campaigns and the shop automations, with the shop's `lapsed-customer`
+    segment), in one file, each allowed to fire on old changes: test events are weeks behind
+    the wall clock, and live would otherwise skip every message as stale (replay does not judge)."""
+    from state.builtin_names import BUILTIN_CAMPAIGN_FILES
+    from state.campaigns import load_campaigns
+
+    merged: dict = {"campaigns": [], "segments": []}
+    for file in BUILTIN_CAMPAIGN_FILES.values():
+        doc = yaml.safe_load(resources.files("state").joinpath(file).read_text())
+        assert set(doc) <= {"campaigns", "segments", "caps", "default_timezone"}, (file, sorted(doc))
+        for key in ("caps", "default_timezone"):  # from the first file, as builtin_campaigns does
+            if key in doc:
+                merged.setdefault(key, doc[key])
+        merged["segments"] += doc.get("segments", [])
+        merged["campaigns"] += doc["campaigns"]
+    if not merged["segments"]:
+        del merged["segments"]
+    for c in merged["campaigns"]:
         c["allow_stale"] = True
     path = tmp / f"campaigns-{time.monotonic_ns()}.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    # The same campaigns as `builtin`, field for field but `allow_stale` (templates compiled
+    # twice compare by identity: steps by id and instant).
+    mine, builtin = load_campaigns(path), load_campaigns("builtin")
+    assert [c.id for c in mine.campaigns] == [c.id for c in builtin.campaigns]
+    for c, b in zip(mine.campaigns, builtin.campaigns):
+        assert dataclasses.replace(c, allow_stale=False, steps=b.steps, variants=b.variants) == b, c.id
+        assert [(s.id, s.after_ms) for s in c.steps] == [(s.id, s.after_ms) for s in b.steps], c.id
+    assert (mine.segments, mine.caps, mine.default_timezone) == (builtin.segments, builtin.caps,
+                                                                 builtin.default_timezone)
     return path
 
 
@@ -307,3 +365,144 @@ def replay_outputs(tmp: Path, events: list[dict | bytes], until_ms: int, segment
         for kind in ("messages", "decisions"):
             outputs[kind] = read(out.with_name(f"{out.stem}.{kind}{out.suffix}"))
     return outputs
+
+
+# -- campaign outputs ------------------------------------------------------------------------
+#: Processing-time fields: live knows when it decided (and that it is late), replay does not.
+PROCESSING_TIME = ("processed_at", "decided_at", "stale")
+
+
+def without_processing_fields(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in PROCESSING_TIME}
+
+
+def _decision_key(d: dict) -> tuple:
+    return d["message_id"], d["outcome"], d["reason"], d["at"], d["step_id"]
+
+
+def compare_campaigns(live_msgs: list[dict], live_decs: list[dict], want_msgs: list[dict], want_decs: list[dict],
+                      *, clean: bool) -> list[str]:
+    """Problems (empty: equal) between live and replay campaign outputs.
+
+    Messages by message_id, whole records (run_id, step_id, subject, body, ...) but for
+    processing-time fields; a repeated message_id must carry the identical record.
+    Decisions as whole records but for processing-time fields (hence by (message_id,
+    outcome, reason, at, step_id) and the rest). `clean`: a run without restarts writes
+    each record once; otherwise repeats (after a SIGKILL) are allowed but must be identical.
+    """
+    problems: list[str] = []
+
+    def by_mid(recs: list[dict], name: str) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for r in map(without_processing_fields, recs):
+            prev = out.setdefault(r["message_id"], r)
+            if prev != r:
+                problems.append(f"{name}: two different messages share message_id {r['message_id']}: {prev} != {r}")
+        return out
+
+    lm, wm = by_mid(live_msgs, "live"), by_mid(want_msgs, "replay")
+    if clean and len(live_msgs) != len(lm):
+        problems.append(f"a clean run releases each message once: {len(live_msgs)} records, {len(lm)} ids")
+    if lm.keys() != wm.keys():
+        only_l, only_w = sorted(lm.keys() - wm.keys()), sorted(wm.keys() - lm.keys())
+        problems.append(f"message ids: {len(only_l)} only live, e.g. {[lm[k] for k in only_l[:2]]}; "
+                        f"{len(only_w)} only replay, e.g. {[wm[k] for k in only_w[:2]]}")
+    differ = [(lm[k], wm[k]) for k in sorted(lm.keys() & wm.keys()) if lm[k] != wm[k]]
+    if differ:
+        problems.append(f"{len(differ)} messages differ (live, replay), e.g. {differ[:2]}")
+
+    def records(recs: list[dict]) -> Counter:
+        return Counter(orjson.dumps(without_processing_fields(r), option=orjson.OPT_SORT_KEYS) for r in recs)
+
+    ld, wd = records(live_decs), records(want_decs)
+    if not clean:
+        ld = Counter(set(ld))
+    if clean and any(n > 1 for n in wd.values()):
+        problems.append("replay wrote a decision twice: "
+                        f"{[orjson.loads(k) for k, n in wd.items() if n > 1][:2]}")
+    if ld != wd:
+        only_l = [orjson.loads(k) for k in sorted((ld - wd).elements())]
+        only_w = [orjson.loads(k) for k in sorted((wd - ld).elements())]
+        keys_l, keys_w = {_decision_key(d): d for d in only_l}, {_decision_key(d): d for d in only_w}
+        other = [(keys_l[k], keys_w[k]) for k in sorted(keys_l.keys() & keys_w.keys())]
+        problems.append(f"decisions: {len(only_l)} only live, e.g. "
+                        f"{[d for d in only_l if _decision_key(d) not in keys_w][:3]}; {len(only_w)} only replay, "
+                        f"e.g. {[d for d in only_w if _decision_key(d) not in keys_l][:3]}; {len(other)} with the "
+                        f"same (message_id, outcome, reason, at, step_id) and other fields (live, replay), "
+                        f"e.g. {other[:2]}")
+    return problems
+
+
+def sequence_coverage(messages: list[dict], decisions: list[dict], events: Iterable) -> dict[str, int]:
+    """What of the campaign sequences the outputs exercise (a test asserts each is > 0, so a
+    live == replay comparison cannot pass with nothing to compare)."""
+    steps: dict[str, set] = {}
+    for m in messages:
+        if m.get("run_id") is not None:
+            steps.setdefault(m["run_id"], set()).add(m.get("step_id"))
+    instants = set()  # (contact, the instant of a step of a run an event started)
+    for e in events:
+        if isinstance(e, dict) and e.get("type") in ("checkout_started", "product_viewed"):
+            ts = parse_ts(e.get("ts"))
+            if ts is not None:
+                offsets = (3 * H, 24 * H) if e["type"] == "checkout_started" else (H,)
+                instants.update((e["contact_id"], ts + o) for o in offsets)
+    exited = [d for d in decisions if d["outcome"] == "exited"]
+    return {
+        "sequence step messages": sum(m.get("step_id") is not None for m in messages),
+        "runs with two or more steps sent": sum(len(s) > 1 for s in steps.values()),
+        "exited decisions": len(exited),
+        "exits at a step's instant": sum((d["contact_id"], parse_ts(d["at"])) in instants for d in exited),
+        "birthday messages": sum(m["campaign_id"] == "birthday" for m in messages),
+        "runs ended by an unsubscribe": sum(d["reason"] == "unsubscribed_while_pending" for d in decisions),
+        "runs superseded by a newer one": sum(d["reason"] == "superseded" for d in decisions),
+        "win-back messages": sum(m["campaign_id"] == "win-back" for m in messages),
+        "espresso messages": sum(m.get("segment_id") in ("email-espresso", "push-espresso") for m in messages),
+    }
+
+
+def campaign_outputs(bootstrap: str, messages_topic: str, decisions_topic: str) -> tuple[list[dict], list[dict]]:
+    """(messages, decisions) on their topics now; every record keyed by its contact_id."""
+    out = []
+    for topic in (messages_topic, decisions_topic):
+        msgs = read_all(bootstrap, topic)
+        recs = [orjson.loads(m.value()) for m in msgs]
+        bad = [r for m, r in zip(msgs, recs) if m.key().decode() != r["contact_id"]]
+        assert not bad, f"records of {topic} not keyed by their contact_id: {bad[:2]}"
+        out.append(recs)
+    return out[0], out[1]
+
+
+# -- traffic ---------------------------------------------------------------------------------
+class SteadyProducer(threading.Thread):
+    """Produces `lines` at about `rate` lines/s in chunks; a chunk never ends inside one
+    millisecond (a boundary only before an event later than every event before it), so no
+    poll can see part of a contact's millisecond unless the flow splits it itself."""
+
+    def __init__(self, bootstrap: str, topic: str, lines: list, rate: float, chunk: int = 200) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.lines, self.rate, self.chunk = bootstrap, topic, lines, rate, chunk
+        self.sent = 0
+        self.error: BaseException | None = None
+        latest, self.safe = None, []
+        for rec in lines:  # safe[i]: a chunk may start at line i
+            ts = parse_ts(rec["ts"]) if isinstance(rec, dict) else None
+            self.safe.append(ts is not None and (latest is None or ts > latest))
+            if ts is not None and (latest is None or ts > latest):
+                latest = ts
+
+    def run(self) -> None:
+        try:
+            # A long linger, then flush: each chunk leaves as one batch per partition.
+            p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 50})
+            start, i, n = time.monotonic(), 0, len(self.lines)
+            while i < n:
+                j = min(n, i + self.chunk)
+                while j < n and not self.safe[j]:
+                    j += 1
+                produce(self.bootstrap, self.topic, self.lines[i:j], p=p)
+                assert p.flush(30) == 0, "messages not delivered"
+                i = self.sent = j
+                time.sleep(max(0.0, start + i / self.rate - time.monotonic()))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc

@@ -1,56 +1,168 @@
-"""Campaigns in the live flow: the messages and decisions on Kafka are those a replay reproduces."""
+"""Campaigns in the live flow: the messages and decisions on Kafka are those a replay reproduces,
+in a clean run and through SIGKILLs and restarts with runs of steps open across them.
+
+The streams (`shop_events(..., sequences=True)`) hold what the built-in shop automations react
+to (tests/integration/adversarial.py `Sequences`); `--until` is 110 days after the last event,
+so that every step comes due: post-purchase (+ 21 d), welcome (+ 5 d), win-back (90 d without
+an order, then + 14 d), birthdays at 09:00 local.
+"""
 
 from __future__ import annotations
 
+import random
+import time
 
 import orjson
 import pytest
 
-from tests.integration.live import D, builtin_campaigns_allowing_stale, produce, read_all, run_to_end, shop_events, tick
+from state.timeutil import parse_ts
+from tests.integration.adversarial import CAMPAIGN_T0
+from tests.integration.live import (D, Espresso, SteadyProducer, Tail, builtin_campaigns_allowing_stale, by_id,
+                                    campaign_outputs, compare_campaigns, produce, read_all, replay_outputs,
+                                    run_to_end, sequence_coverage, shop_events, tick)
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_790_000_000_000
+T0 = CAMPAIGN_T0  # March 2026: T0 + 110 days and more is still behind the wall clock
 SPAN = 6 * D
 PARTS = 2
+UNTIL = 110 * D  # after the last event: every run has ended
+
+
+def _topics(factory) -> dict[str, str]:
+    return {"events": factory(PARTS, prefix="events"), "changes": factory(PARTS, prefix="changes"),
+            "dlq": factory(1, prefix="dlq"), "messages": factory(PARTS, prefix="messages"),
+            "decisions": factory(1, prefix="decisions"), "conversions": factory(1, prefix="conversions")}
+
+
+def _ticks(bootstrap: str, topic: str, ts: int) -> list[dict]:
+    ticks = [tick(p, ts) for p in range(PARTS)]
+    for p, t in enumerate(ticks):
+        produce(bootstrap, topic, [t], partition=p)
+    return ticks
+
+
+def _check(live: tuple[list[dict], list[dict]], want: dict, events: list, clean: bool) -> list[str]:
+    problems = compare_campaigns(*live, want["messages"], want["decisions"], clean=clean)
+    # `stale` is processing time: live knows these changes are weeks old, replay does not judge.
+    if not all(m.get("stale") for m in live[0]):
+        problems.append("live messages of changes weeks old are not all marked stale")
+    for side, (msgs, decs) in {"live": live, "replay": (want["messages"], want["decisions"])}.items():
+        seen = sequence_coverage(msgs, decs, events)
+        if not all(seen.values()):
+            problems.append(f"{side} does not exercise the sequences: {seen}")
+    return problems
 
 
 def test_live_messages_and_decisions_equal_replay(kafka_bootstrap, kafka_topic_factory, tmp_path):
-    """With --campaigns, every message and decision replay reproduces is on its topic, keyed by contact."""
-    events_t, changes_t = kafka_topic_factory(PARTS, prefix="events"), kafka_topic_factory(PARTS, prefix="changes")
-    dlq_t, msg_t, dec_t = (kafka_topic_factory(1, prefix=p) for p in ("dlq", "messages", "decisions"))
-    events = shop_events(200, 3000, seed=5, t0=T0, span_ms=SPAN)
-    contacts = sorted({e["contact_id"] for e in events})
-    events = [{"event_id": f"p-{c}", "contact_id": c, "type": "profile_updated", "ts": T0 - 1000,
-               "properties": {"first_name": c.title(), "email": f"{c}@example.com", "phone": "+33600000000",
-                              "timezone": "Europe/Paris"}} for c in contacts] + events
-    produce(kafka_bootstrap, events_t, events)
-    ticks = [tick(p, T0 + SPAN + 20 * D) for p in range(PARTS)]
-    for p, t in enumerate(ticks):
-        produce(kafka_bootstrap, events_t, [t], partition=p)
+    """With `builtin` campaigns, every message and decision replay reproduces is on its topic,
+    keyed by contact, record for record, each once; nothing else is; the same segment changes."""
+    topics = _topics(kafka_topic_factory)
+    events = shop_events(200, 3000, seed=5, t0=T0, span_ms=SPAN, sequences=True)
+    produce(kafka_bootstrap, topics["events"], events)
+    end = max(parse_ts(e["ts"]) for e in events) + UNTIL
+    ticks = _ticks(kafka_bootstrap, topics["events"], end)
     camps = builtin_campaigns_allowing_stale(tmp_path)
-    run_to_end(tmp_path, kafka_bootstrap, (events_t, changes_t, dlq_t), "--campaigns", str(camps),
-               "--messages-topic", msg_t, "--decisions-topic", dec_t, "--allowed-lateness", "0s")
+    run_to_end(tmp_path, kafka_bootstrap, (topics["events"], topics["changes"], topics["dlq"]), "--campaigns",
+               str(camps), "--messages-topic", topics["messages"], "--decisions-topic", topics["decisions"],
+               "--conversions-topic", topics["conversions"],
+               "--allowed-lateness", "0s")
 
-    from flows.replay import replay
+    want = replay_outputs(tmp_path, events + ticks, until_ms=end, campaigns=camps)
+    live = campaign_outputs(kafka_bootstrap, topics["messages"], topics["decisions"])
+    assert len(want["messages"]) > 200 and len(want["decisions"]) > 200
+    problems = _check(live, want, events, clean=True)
+    live_changes = [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics["changes"])]
+    if by_id(live_changes) != by_id(want["changes"]):
+        problems.append(f"segment changes differ: {len(by_id(live_changes))} live, {len(by_id(want['changes']))} replay")
+    assert not problems, "\n".join(problems)
 
-    src = tmp_path / "replay.jsonl"
-    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events + ticks))
-    out = tmp_path / "replay.changes.jsonl"
-    res = replay(src, T0 + SPAN + 19 * D, out, progress=False, campaigns=camps)
-    read = lambda p: [orjson.loads(x) for x in p.read_bytes().splitlines()]  # noqa: E731
-    want_msgs = read(tmp_path / "replay.changes.messages.jsonl")
-    want_decs = read(tmp_path / "replay.changes.decisions.jsonl")
-    assert res.messages > 20 and res.decisions > 20
 
-    msgs = read_all(kafka_bootstrap, msg_t)
-    decs = read_all(kafka_bootstrap, dec_t)
-    live_msgs = [orjson.loads(m.value()) for m in msgs]
-    assert all(m.key().decode() == orjson.loads(m.value())["contact_id"] for m in msgs)
-    assert sorted(m["message_id"] for m in live_msgs) == sorted(m["message_id"] for m in want_msgs)
-    # `stale` is processing time: live knows these changes are weeks old, replay does not judge.
-    assert all(m.get("stale") for m in live_msgs)
-    drop = lambda m: {k: v for k, v in m.items() if k != "stale"}  # noqa: E731
-    assert {m["message_id"]: drop(m) for m in live_msgs} == {m["message_id"]: drop(m) for m in want_msgs}
-    key = lambda d: (d["message_id"], d["outcome"], d["reason"], d["at"])  # noqa: E731
-    assert sorted(key(orjson.loads(d.value())) for d in decs) == sorted(key(d) for d in want_decs)
+def _cuts(events: list[dict], *shares: float) -> list[int]:
+    """Indices near `shares` of `events` where a part may start: every earlier event is earlier
+    in time (a part never splits a millisecond)."""
+    out = []
+    for share in shares:
+        i = int(len(events) * share)
+        while parse_ts(events[i]["ts"]) <= parse_ts(events[i - 1]["ts"]):
+            i += 1
+        out.append(i)
+    return out
+
+
+def test_campaign_runs_across_sigkill_restarts_equal_replay(kafka_bootstrap, kafka_topic_factory, tmp_path):
+    """`espresso run --campaigns --recovery-dir` SIGKILLed twice while events stream in and once
+    while the final tick makes months of steps due, each time soon after it wrote new
+    messages, restarted each time, then drained with --stop-at-end: deduplicated, the
+    messages and decisions are exactly replay's (a repeat carries the identical record), and
+    runs whose first steps went out before a SIGKILL send their later steps after it."""
+    topics = _topics(kafka_topic_factory)
+    run_topics = (topics["events"], topics["changes"], topics["dlq"])
+    events = shop_events(200, 3000, seed=13, t0=T0, span_ms=SPAN, sequences=True)
+    cut1, cut2 = _cuts(events, 0.35, 0.7)
+    camps = builtin_campaigns_allowing_stale(tmp_path)
+    recovery = tmp_path / "recovery"
+    args = ("--campaigns", str(camps), "--messages-topic", topics["messages"], "--decisions-topic",
+            topics["decisions"], "--conversions-topic", topics["conversions"], "--recovery-dir", str(recovery),
+            "--epoch-interval", "500ms",
+            "--allowed-lateness", "1s", "--batch-size", "50", "--shards-per-partition", "3")
+    rnd = random.Random(8)
+    tail = Tail(kafka_bootstrap, topics["messages"])
+    runs: list[Espresso] = []
+    out_before: list[list[dict]] = []  # the messages out before each SIGKILL
+
+    def kill_after_new_messages(traffic: SteadyProducer | None = None) -> None:
+        """Once the running flow wrote 5 messages not out before (and `traffic` started), SIGKILL it."""
+        known = {m["message_id"] for m in out_before[-1]} if out_before else set()
+        fresh: set[str] = set()
+
+        def five_new(rec: dict) -> bool:
+            if rec["message_id"] not in known:
+                fresh.add(rec["message_id"])
+            return len(fresh) >= 5
+
+        got = tail.wait_for(five_new, 60)
+        assert got is not None, f"no new message from {runs[-1].log_path.name}:\n{runs[-1].tail()}"
+        if traffic is not None:
+            traffic.start()
+        time.sleep(rnd.uniform(0.1, 0.8))
+        assert runs[-1].proc.poll() is None, f"espresso run exited before its SIGKILL:\n{runs[-1].tail()}"
+        runs[-1].kill()
+        out_before.append(campaign_outputs(kafka_bootstrap, topics["messages"], topics["decisions"])[0])
+
+    try:
+        produce(kafka_bootstrap, topics["events"], events[:cut1])
+        for k, part in enumerate((events[cut1:cut2], events[cut2:])):
+            runs.append(Espresso(tmp_path, kafka_bootstrap, run_topics, *args, name=f"k{k}"))
+            traffic = SteadyProducer(kafka_bootstrap, topics["events"], part, rate=1000, chunk=100)
+            kill_after_new_messages(traffic)  # while the next part streams in
+            traffic.join(60)
+            assert not traffic.is_alive() and traffic.error is None, traffic.error
+        runs.append(Espresso(tmp_path, kafka_bootstrap, run_topics, *args, name="k2"))
+        end = max(parse_ts(e["ts"]) for e in events) + UNTIL
+        ticks = _ticks(kafka_bootstrap, topics["events"], end)
+        kill_after_new_messages()  # in the middle of the steps the tick makes due, if not after
+        assert any(recovery.glob("part-*.sqlite3")), "no recovery partitions were created"
+        runs.append(Espresso(tmp_path, kafka_bootstrap, run_topics, *args, "--stop-at-end", name="drain"))
+        rc = runs[-1].wait(90)
+        assert rc == 0, f"the draining run exited with {rc}:\n{runs[-1].tail()}"
+    finally:
+        tail.close()
+        for r in runs:
+            r.__exit__(None, None, None)
+
+    want = replay_outputs(tmp_path, events + ticks, until_ms=end, campaigns=camps)
+    live = campaign_outputs(kafka_bootstrap, topics["messages"], topics["decisions"])
+    problems = _check(live, want, events, clean=False)
+    live_changes = [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics["changes"])]
+    if by_id(live_changes) != by_id(want["changes"]):
+        problems.append(f"segment changes differ: {len(by_id(live_changes))} live, {len(by_id(want['changes']))} replay")
+    # Runs open across the SIGKILLs while events stream in: a step out before, another only after.
+    for k, before in enumerate(out_before[:2]):
+        sent = {(m["run_id"], m["step_id"]) for m in before}
+        runs_before = {rid for rid, step in sent if step is not None}
+        across = {m["run_id"] for m in live[0] if m["run_id"] in runs_before and (m["run_id"], m["step_id"]) not in sent}
+        if not across:
+            problems.append(f"SIGKILL {k}: no run with a step sent before it and one after it "
+                            f"({len(runs_before)} runs had steps out before it)")
+    assert not problems, "\n".join(problems)

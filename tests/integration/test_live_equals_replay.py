@@ -2,7 +2,8 @@
 writes for the same events (SPEC "Live = replay"), on adversarial streams (tests/integration/
 adversarial.py): same-millisecond groups split by small poll batches, exact 72 h window edges,
 consent flips inside one millisecond, redeliveries, invalid lines, events stamped 20 years ahead;
-at 10,000 contacts; through SIGKILLs and restarts; and with the built-in campaigns.
+at 10,000 contacts; through SIGKILLs and restarts; and with the built-in campaigns and their
+sequences (tests/integration/test_live_campaigns.py has them through SIGKILLs too).
 
 Live and replay are compared twice: as sets of (contact_id, segment_id, direction, at), and
 record by record by change_id after deduplication (`by_id`: a repeated id must carry the
@@ -12,20 +13,18 @@ identical record).
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from state.timeutil import parse_ts
-from tests.integration.adversarial import (D, T0, Case, adversarial_cases, adversarial_stream, future_events,
-                                           invalid_lines, last_ts, without_future)
-from tests.integration.live import (Espresso, builtin_campaigns_allowing_stale, by_id, produce, read_all,
-                                    replay_outputs, run_to_end, tick)
+from tests.integration.adversarial import (CAMPAIGN_T0, D, T0, Case, adversarial_cases, adversarial_stream,
+                                           future_events, invalid_lines, last_ts, without_future)
+from tests.integration.live import (Espresso, SteadyProducer, builtin_campaigns_allowing_stale, by_id,
+                                    campaign_outputs, compare_campaigns, produce, read_all, replay_outputs,
+                                    run_to_end, sequence_coverage, tick)
 
 pytestmark = pytest.mark.integration
 
@@ -150,40 +149,6 @@ def test_ten_thousand_contacts_live_equals_replay(kafka_bootstrap, kafka_topic_f
 
 
 # -- c. SIGKILL and restart while events stream in ------------------------------------------
-class SteadyProducer(threading.Thread):
-    """Produces `lines` at about `rate` lines/s in chunks; a chunk never ends inside one
-    millisecond (a boundary only before an event later than every event before it), so no
-    poll can see part of a contact's millisecond unless the flow splits it itself."""
-
-    def __init__(self, bootstrap: str, topic: str, lines: list, rate: float, chunk: int = 200) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.lines, self.rate, self.chunk = bootstrap, topic, lines, rate, chunk
-        self.sent = 0
-        self.error: BaseException | None = None
-        latest, self.safe = None, []
-        for rec in lines:  # safe[i]: a chunk may start at line i
-            ts = parse_ts(rec["ts"]) if isinstance(rec, dict) else None
-            self.safe.append(ts is not None and (latest is None or ts > latest))
-            if ts is not None and (latest is None or ts > latest):
-                latest = ts
-
-    def run(self) -> None:
-        try:
-            # A long linger, then flush: each chunk leaves as one batch per partition.
-            p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 50})
-            start, i, n = time.monotonic(), 0, len(self.lines)
-            while i < n:
-                j = min(n, i + self.chunk)
-                while j < n and not self.safe[j]:
-                    j += 1
-                produce(self.bootstrap, self.topic, self.lines[i:j], p=p)
-                assert p.flush(30) == 0, "messages not delivered"
-                i = self.sent = j
-                time.sleep(max(0.0, start + i / self.rate - time.monotonic()))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-
 def test_sigkill_restarts_while_streaming_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_path):
     """`espresso run --recovery-dir` SIGKILLed 4 times at random-ish moments while ~2,500 events/s
     arrive, restarted each time, then drained with --stop-at-end: deduplicated by change_id, the
@@ -229,53 +194,37 @@ def test_sigkill_restarts_while_streaming_live_equals_replay(kafka_bootstrap, ka
 
 
 # -- d. campaigns ----------------------------------------------------------------------------
-#: Processing-time fields: live knows when it decided, replay does not.
-PROCESSING_TIME = ("processed_at", "decided_at", "stale")
-
-
-def _no_processing_time(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k not in PROCESSING_TIME}
-
-
-def test_campaigns_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_path):
-    """With the built-in campaigns: the same changes, the same messages (by message_id, records
-    equal but for processing-time fields) and the same decisions as replay."""
-    parts = 2
-    stream = adversarial_stream(5, contacts=150, events=2500, t0=T0, span_ms=8 * D, profiles=True, checkouts=True)
+@pytest.mark.parametrize(("parts", "batch"), [(2, 7), (3, 1)])
+def test_campaigns_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_path, parts, batch):
+    """With the built-in campaigns (`builtin`: the espresso campaigns and the shop automations)
+    on adversarial streams with sequences (checkouts paid at their steps' instants, birthdays
+    and zone changes, unsubscribes between steps): the same changes, the same messages
+    (message_id -> whole record but for processing-time fields) and the same decisions as
+    replay, polls of 7 or 1 events. Steps of every kind happen on both sides: sequence steps,
+    exits (some at a step's instant), birthdays, win-backs 90 days after an order."""
+    stream = adversarial_stream(5 + parts, contacts=120, events=2400, t0=CAMPAIGN_T0, span_ms=8 * D, profiles=True,
+                                checkouts=True, sequences=True)
     events_t, changes_t, dlq_t = _topics(kafka_topic_factory, parts)
     msg_t, dec_t = kafka_topic_factory(parts, prefix="messages"), kafka_topic_factory(parts, prefix="decisions")
+    conv_t = kafka_topic_factory(parts, prefix="conversions")
     produce(kafka_bootstrap, events_t, stream)
-    end = last_ts(stream) + 20 * D  # checkout-open lasts 14 d; deferred messages wait up to 12 h
+    # Post-purchase lasts 21 d, win-back starts 90 d after an order and lasts 14 d; deferrals
+    # wait up to 3 d. The ticks stay behind the wall clock (CAMPAIGN_T0 is in March 2026).
+    end = last_ts(stream) + 110 * D
     ticks = _ticks(kafka_bootstrap, events_t, parts, end)
     camps = builtin_campaigns_allowing_stale(tmp_path)
     run_to_end(tmp_path, kafka_bootstrap, (events_t, changes_t, dlq_t), "--campaigns", str(camps),
-               "--messages-topic", msg_t, "--decisions-topic", dec_t, "--batch-size", "7")
+               "--messages-topic", msg_t, "--decisions-topic", dec_t, "--conversions-topic", conv_t,
+               "--batch-size", str(batch))
 
     want = replay_outputs(tmp_path, stream + ticks, until_ms=end, campaigns=camps)
-    assert len(want["messages"]) > 20 and len(want["decisions"]) > 20
     problems = _compare("live", _live_records(kafka_bootstrap, changes_t), want["changes"])
-
-    msgs = read_all(kafka_bootstrap, msg_t)
-    if not all(m.key().decode() == orjson.loads(m.value())["contact_id"] for m in msgs):
-        problems.append("a message is not keyed by its contact_id")
-    live_msgs = {r["message_id"]: _no_processing_time(r) for r in (orjson.loads(m.value()) for m in msgs)}
-    want_msgs = {r["message_id"]: _no_processing_time(r) for r in want["messages"]}
-    if live_msgs.keys() != want_msgs.keys():
-        problems.append(f"message ids: {len(live_msgs.keys() - want_msgs.keys())} only live, e.g. "
-                        f"{[live_msgs[k] for k in sorted(live_msgs.keys() - want_msgs.keys())[:2]]}; "
-                        f"{len(want_msgs.keys() - live_msgs.keys())} only replay, e.g. "
-                        f"{[want_msgs[k] for k in sorted(want_msgs.keys() - live_msgs.keys())[:2]]}")
-    differ = [(live_msgs[k], want_msgs[k]) for k in sorted(live_msgs.keys() & want_msgs.keys())
-              if live_msgs[k] != want_msgs[k]]
-    if differ:
-        problems.append(f"{len(differ)} messages differ, e.g. {differ[:2]}")
-    if len(msgs) != len(live_msgs):
-        problems.append(f"a clean run releases each message once: {len(msgs)} records, {len(live_msgs)} ids")
-
-    key = lambda d: (d["message_id"], d["outcome"], d["reason"], d["at"])  # noqa: E731
-    live_decs = sorted(key(orjson.loads(m.value())) for m in read_all(kafka_bootstrap, dec_t))
-    want_decs = sorted(key(d) for d in want["decisions"])
-    if live_decs != want_decs:
-        problems.append(f"decisions: only live {sorted(set(live_decs) - set(want_decs))[:3]}, "
-                        f"only replay {sorted(set(want_decs) - set(live_decs))[:3]}")
-    assert not problems, "\n".join(problems)
+    live_msgs, live_decs = campaign_outputs(kafka_bootstrap, msg_t, dec_t)
+    problems += compare_campaigns(live_msgs, live_decs, want["messages"], want["decisions"], clean=True)
+    if not all(m.get("stale") for m in live_msgs):
+        problems.append("live messages of changes weeks old are not all marked stale")
+    for side, (msgs, decs) in {"live": (live_msgs, live_decs), "replay": (want["messages"], want["decisions"])}.items():
+        seen = sequence_coverage(msgs, decs, stream)
+        if not all(seen.values()):
+            problems.append(f"{side} does not exercise the sequences: {seen}")
+    assert not problems, f"parts={parts} batch={batch}:\n" + "\n".join(problems)

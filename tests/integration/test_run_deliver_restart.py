@@ -219,6 +219,7 @@ def test_sigkill_run_and_deliver_each_message_reaches_the_provider_once(kafka_bo
               "changes": kafka_topic_factory(PARTS, prefix="changes"), "dlq": kafka_topic_factory(1, prefix="dlq"),
               "messages": kafka_topic_factory(PARTS, prefix="messages"),
               "decisions": kafka_topic_factory(1, prefix="decisions"),
+              "conversions": kafka_topic_factory(1, prefix="conversions"),
               "delivered": kafka_topic_factory(1, prefix="delivered"),
               "delivery_dlq": kafka_topic_factory(1, prefix="delivery-dlq")}
     camps = tmp_path / "campaigns.yaml"
@@ -243,7 +244,8 @@ def test_sigkill_run_and_deliver_each_message_reaches_the_provider_once(kafka_bo
     provider.reset(behaviour)
     store = redis.Redis.from_url(redis_url)
     run_args = ("--campaigns", str(camps), "--messages-topic", topics["messages"], "--decisions-topic",
-                topics["decisions"], "--allowed-lateness", "1s", "--recovery-dir", str(tmp_path / "recovery"),
+                topics["decisions"], "--conversions-topic", topics["conversions"], "--allowed-lateness", "1s",
+                "--recovery-dir", str(tmp_path / "recovery"),
                 "--epoch-interval", "500ms", "--shards-per-partition", "3")
     run_topics = (topics["events"], topics["changes"], topics["dlq"])
     group = f"deliver-restart-{now_ms()}"
