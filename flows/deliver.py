@@ -213,12 +213,21 @@ def deliver(config: DeliverConfig, channels: Mapping[str, Any]) -> DeliverStats:
 
 
 def _observed(write_decision, m):
-    """Every delivery result is a decision record and two metrics: outcome, and send latency."""
+    """Every delivery result is a decision record and metrics: its outcome, and for a message
+    sent the send latency and the delivery of its campaign, variant and step."""
 
     def on_result(decision: dict) -> None:
         channel = decision.get("channel") or "other"
-        m.on_message(decision.get("campaign_id") or "other", channel, decision.get("outcome") or "failed")
-        if decision.get("latency_ms") is not None and decision.get("outcome") == "sent":
-            m.observe_send(channel, decision["latency_ms"] / 1000.0)
+        campaign = decision.get("campaign_id") or "other"
+        m.on_message(campaign, channel, decision.get("outcome") or "failed")
+        if decision.get("outcome") == "sent":
+            m.on_delivered(campaign, _text(decision.get("variant")), _text(decision.get("step_id")))
+            if decision.get("latency_ms") is not None:
+                m.observe_send(channel, decision["latency_ms"] / 1000.0)
         write_decision(decision)
     return on_result
+
+
+def _text(value: object) -> str | None:
+    """A label from a message record field: a string, else none (a record we did not write)."""
+    return value if isinstance(value, str) else None

@@ -92,7 +92,7 @@ class ShardLogic(StatefulBatchLogic):
         self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
-        self.observer = ShardObserver(self.shard, cfg.live_metrics()) if self.live else None
+        self.observer = ShardObserver(self.shard, cfg.live_metrics(), self.engine) if self.live else None
 
     def _process(self, events: list, watermark: int, settled: int | None) -> list:
         """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""

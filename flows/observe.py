@@ -7,8 +7,9 @@ metrics per batch instead of per event keeps the hot path free of metric calls.
 from __future__ import annotations
 
 
+from metrics.labels import TOUCH_IGNORED_REASONS
 from metrics.registry import EspressoMetrics
-from state.campaigns import Conversion
+from state.campaigns import CampaignEngine, Conversion, Message
 from state.intake import Intake
 from state.shard import Shard, ShardStats
 from state.timeutil import wall_ms
@@ -34,11 +35,23 @@ class IntakeObserver:
 
 
 class ShardObserver:
-    def __init__(self, shard: Shard, metrics: EspressoMetrics) -> None:
+    """One shard's gauges, and with campaigns (`engine`) their results: decisions, releases,
+    holdouts, conversions (from the outputs), attributed and ignored touches (from the engine)."""
+
+    def __init__(self, shard: Shard, metrics: EspressoMetrics, engine: CampaignEngine | None = None) -> None:
         self.m = metrics
         self.key = id(self)  # one gauge series per shard; the exposition sums them
         self.last = shard.stats.copy()
         self.segments = [s.id for s in shard.program.segments]
+        self.engine = engine
+        if engine is not None:
+            engine.touch_counts = {}  # the engine counts accepted touches there; `report` drains it
+            self.ignored = {r: engine.stats.get(f"touches_{r}", 0) for r in TOUCH_IGNORED_REASONS}
+            camps = engine.camps
+            self.m.declare(campaigns=[c.id for c in camps], channels=sorted({c.channel for c in camps}))
+            self.m.declare_campaign_results(
+                [(c.id, v.name, st.id) for c in camps for st in c.steps for v in st.variants],
+                [(c.id, st.id) for c in camps if c.holdout_bp for st in c.steps])
 
     def report(self, shard: Shard, watermark_ms: int) -> None:
         now, last = shard.stats, self.last
@@ -50,6 +63,24 @@ class ShardObserver:
         if watermark_ms > 0:
             self.m.set_watermark(watermark_ms / 1000.0, shard=self.key)
         self.last = now.copy()
+        if self.engine is not None:
+            self._report_touches(self.engine)
+
+    def _report_touches(self, engine: CampaignEngine) -> None:
+        counts = engine.touch_counts
+        if counts:
+            camps = engine.camps
+            for (k, step, variant, kind), n in counts.items():
+                c = camps[k]
+                st = c.steps[step]
+                name = st.variants[variant].name if variant < len(st.variants) else None
+                self.m.on_touch(c.id, name, st.id, kind, n)
+            counts.clear()
+        for reason, seen in self.ignored.items():
+            n = engine.stats.get(f"touches_{reason}", 0)
+            if n != seen:
+                self.m.on_touch_ignored(reason, n - seen)
+                self.ignored[reason] = n
 
     def observe_ingest(self, out: list, arrival_ms: int) -> None:
         """Ingestion -> emission latency of the changes caused by a batch's events."""
@@ -59,9 +90,16 @@ class ShardObserver:
                 self.m.observe_ingest_latency(seconds)
 
     def count_outputs(self, outputs: list) -> None:
-        """Campaign decisions by campaign, channel and outcome (a released message: `sent`)."""
+        """Campaign decisions by campaign, channel and outcome (a released message: `sent`);
+        releases per variant and step, holdouts per step, conversions and their revenue."""
+        m = self.m
         for o in outputs:
             if isinstance(o, Conversion):
-                self.m.on_conversion(o.campaign_id, o.group, o.value)
+                m.on_conversion(o.campaign_id, o.group, o.value, o.variant, o.step_id)
+            elif isinstance(o, Message):
+                m.on_message(o.campaign_id, o.channel, "sent")
+                m.on_released(o.campaign_id, o.variant, o.step_id)
             else:
-                self.m.on_message(o.campaign_id, o.channel, getattr(o, "outcome", "sent"))
+                m.on_message(o.campaign_id, o.channel, o.outcome)
+                if o.outcome == "held_out":
+                    m.on_held_out(o.campaign_id, o.step_id)

@@ -16,11 +16,14 @@ from state.campaigns.records import OUTCOMES as DECISION_OUTCOMES
 from state.events import REASONS
 
 __all__ = [
-    "OTHER", "EVENT_TYPES", "INVALID_REASONS", "DIRECTIONS", "OUTCOMES", "CHANNELS", "KAFKA_OPS",
-    "BoundedLabel",
+    "OTHER", "NONE", "EVENT_TYPES", "INVALID_REASONS", "DIRECTIONS", "OUTCOMES", "CHANNELS", "KAFKA_OPS",
+    "CONVERSION_GROUPS", "TOUCH_IGNORED_REASONS", "BoundedLabel",
 ]
 
 OTHER = "other"
+#: The variant of a campaign without A/B test, the step of a one-message campaign, the
+#: variant of a holdout conversion: the empty value (in PromQL, the label is absent).
+NONE = ""
 
 #: Event types the built-in segments and campaigns use (SPEC.md); others count as `other`
 #: unless the flow declares them (types used by custom segments).
@@ -35,6 +38,11 @@ DIRECTIONS = ("enter", "exit")
 OUTCOMES = DECISION_OUTCOMES
 CHANNELS = ("email", "sms", "push", "webhook")
 KAFKA_OPS = ("consume", "produce")
+#: Conversion records' `group` (docs/interfaces.md).
+CONVERSION_GROUPS = ("message", "holdout")
+#: Touches the engine ignored: naming no message released to that contact (`unknown`), or a
+#: privacy proxy's open (`machine`, `properties.machine_open: true`).
+TOUCH_IGNORED_REASONS = ("unknown", "machine")
 
 
 class BoundedLabel:

@@ -23,12 +23,12 @@ from typing import Any, Callable, Hashable, Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily
 
-from .labels import (CHANNELS, DIRECTIONS, EVENT_TYPES, INVALID_REASONS, KAFKA_OPS, OTHER, OUTCOMES,
-                     BoundedLabel)
+from .labels import (CHANNELS, CONVERSION_GROUPS, DIRECTIONS, EVENT_TYPES, INVALID_REASONS, KAFKA_OPS, NONE,
+                     OTHER, OUTCOMES, TOUCH_IGNORED_REASONS, BoundedLabel)
 
 __all__ = [
     "EspressoMetrics", "get_metrics", "METRIC_NAMES", "EVENT_TIME_LAG_BUCKETS",
-    "INGEST_LATENCY_BUCKETS", "SEND_DURATION_BUCKETS", "MAX_SEGMENTS", "MAX_CAMPAIGNS",
+    "INGEST_LATENCY_BUCKETS", "SEND_DURATION_BUCKETS", "MAX_SEGMENTS", "MAX_CAMPAIGNS", "MAX_VARIANTS", "MAX_STEPS",
 ]
 
 # Event time -> change emitted. A change caused by an event leaves in the batch after the
@@ -59,6 +59,10 @@ SEND_DURATION_BUCKETS = (
 #: Undeclared segment / campaign ids admitted as label values before `other`.
 MAX_SEGMENTS = 200
 MAX_CAMPAIGNS = 200
+#: Undeclared variant names / step ids admitted before `other`. `espresso run` declares those
+#: of its campaign file; `espresso deliver` reads them from the message records (first come).
+MAX_VARIANTS = 32
+MAX_STEPS = 64
 _MAX_TOPICS = 32
 _MAX_ERROR_CODES = 64
 _MAX_EXTRA_CHANNELS = 8
@@ -77,6 +81,14 @@ METRIC_NAMES: dict[str, str] = {
     "espresso_change_event_time_lag_seconds": "histogram",
     "espresso_change_ingest_latency_seconds": "histogram",
     "espresso_messages": "counter",
+    "espresso_campaign_released": "counter",
+    "espresso_campaign_held_out": "counter",
+    "espresso_campaign_delivered": "counter",
+    "espresso_campaign_opened": "counter",
+    "espresso_campaign_clicked": "counter",
+    "espresso_conversions": "counter",
+    "espresso_conversion_revenue": "counter",
+    "espresso_touches_ignored": "counter",
     "espresso_send_duration_seconds": "histogram",
     "espresso_contacts": "gauge",
     "espresso_timers_pending": "gauge",
@@ -198,6 +210,8 @@ class EspressoMetrics:
         self._directions = BoundedLabel("direction", DIRECTIONS)
         self._segments = BoundedLabel("segment", (), MAX_SEGMENTS)
         self._campaigns = BoundedLabel("campaign", (), MAX_CAMPAIGNS)
+        self._variants = BoundedLabel("variant", (NONE,), MAX_VARIANTS)
+        self._steps = BoundedLabel("step", (NONE,), MAX_STEPS)
         self._channels = BoundedLabel("channel", CHANNELS, _MAX_EXTRA_CHANNELS)
         self._outcomes = BoundedLabel("outcome", OUTCOMES)
         self._topics = BoundedLabel("topic", (), _MAX_TOPICS)
@@ -226,11 +240,30 @@ class EspressoMetrics:
             buckets=INGEST_LATENCY_BUCKETS, registry=reg)
         self._messages = counter("espresso_messages", "Retargeting message decisions, by outcome.",
                                  ("campaign", "channel", "outcome"))
+        # Campaign results per campaign, variant and step (variant "" without A/B test, step
+        # "" in a one-message campaign): what the flow released or held out, what `espresso
+        # deliver` delivered, the touches and orders the flow attributed to released messages.
+        arm = ("campaign", "variant", "step")
+        self._released = counter("espresso_campaign_released",
+                                 "Messages the flow released (decision sent), by campaign, variant and step.", arm)
+        self._held_out = counter("espresso_campaign_held_out",
+                                 "Steps the flow held back from a campaign's holdout (decision held_out).",
+                                 ("campaign", "step"))
+        self._delivered = counter("espresso_campaign_delivered",
+                                  "Messages espresso deliver delivered (outcome sent), by campaign, variant and step.",
+                                  arm)
+        self._opened = counter("espresso_campaign_opened", "Opens (email_open, push_open) the flow attributed to "
+                               "a message it released to that contact.", arm)
+        self._clicked = counter("espresso_campaign_clicked", "Clicks (email_click, sms_click) the flow attributed "
+                                "to a message it released to that contact.", arm)
         self._conversions = counter("espresso_conversions", "Orders attributed to a campaign's messages "
-                                    "(group message) or counted for its holdout (group holdout).",
-                                    ("campaign", "group"))
+                                    "(group message) or counted for its holdout (group holdout, variant \"\").",
+                                    (*arm, "group"))
         self._revenue = counter("espresso_conversion_revenue", "Order value of those conversions (sum of "
-                                "`value`, in the orders' currencies).", ("campaign", "group"))
+                                "`value`, in the orders' currencies).", (*arm, "group"))
+        self._touches_ignored = counter("espresso_touches_ignored", "Touches attributed to nothing: naming no "
+                                        "message released to that contact (unknown), or a privacy proxy's open "
+                                        "(machine).", ("reason",))
         self._send = Histogram("espresso_send_duration_seconds", "Duration of one delivery attempt.",
                                ("channel",), buckets=SEND_DURATION_BUCKETS, registry=reg)
         self._lag = Gauge("espresso_kafka_consumer_lag",
@@ -250,6 +283,7 @@ class EspressoMetrics:
             self._events.labels(t)
         for r in INVALID_REASONS:
             self._invalid.labels(r)
+        self._ignored_reasons = BoundedLabel("reason", TOUCH_IGNORED_REASONS)
 
     # -- set-up ------------------------------------------------------------------------
     def declare(self, *, event_types: Iterable[str] = (), segments: Iterable[str] = (),
@@ -271,6 +305,32 @@ class EspressoMetrics:
             for d in DIRECTIONS:
                 self._changes.labels(s, d)
         self._shards.declare(segments)
+
+    def declare_campaign_results(self, arms: Iterable[tuple[str, str | None, str | None]],
+                                 holdouts: Iterable[tuple[str, str | None]] = ()) -> None:
+        """Make the loaded campaigns' results known label values and create their series at 0.
+
+        `arms`: every (campaign id, variant name, step id) a message can be released for;
+        `holdouts`: every (campaign id, step id) of a campaign with a holdout. Call at start-up
+        (`espresso run`): conversion rates then exist from the first scrape, and those values
+        never fall into `other`. Idempotent.
+        """
+        arms, holdouts = list(arms), list(holdouts)
+        self._campaigns.declare([a[0] for a in arms] + [h[0] for h in holdouts])
+        self._variants.declare([a[1] or NONE for a in arms])
+        self._steps.declare([a[2] or NONE for a in arms] + [h[1] or NONE for h in holdouts])
+        for campaign, variant, step in arms:
+            labels = (campaign, variant or NONE, step or NONE)
+            for c in (self._released, self._opened, self._clicked):
+                c.labels(*labels)
+            self._conversions.labels(*labels, "message")
+            self._revenue.labels(*labels, "message")
+        for campaign, step in holdouts:
+            self._held_out.labels(campaign, step or NONE)
+            self._conversions.labels(campaign, NONE, step or NONE, "holdout")
+            self._revenue.labels(campaign, NONE, step or NONE, "holdout")
+        for r in TOUCH_IGNORED_REASONS:
+            self._touches_ignored.labels(r)
 
     # -- input -------------------------------------------------------------------------
     def on_event(self, type: str, n: int = 1) -> None:  # noqa: A002 - the event field's name
@@ -335,9 +395,35 @@ class EspressoMetrics:
         """A message decision (`outcome` from docs/interfaces.md)."""
         self._messages.labels(self._campaigns(campaign), self._channels(channel), self._outcomes(outcome)).inc(n)
 
-    def on_conversion(self, campaign: str, group: str, value: float | int | None) -> None:
-        """An attributed order (`group`: message | holdout)."""
-        labels = (self._campaigns(campaign), "holdout" if group == "holdout" else "message")
+    def _arm(self, campaign: str, variant: str | None, step: str | None) -> tuple[str, str, str]:
+        return (self._campaigns(campaign), self._variants(variant or NONE), self._steps(step or NONE))
+
+    def on_released(self, campaign: str, variant: str | None, step: str | None, n: int = 1) -> None:
+        """`n` messages released by the flow (None: no variant / a one-message campaign)."""
+        self._released.labels(*self._arm(campaign, variant, step)).inc(n)
+
+    def on_held_out(self, campaign: str, step: str | None, n: int = 1) -> None:
+        """`n` steps held back from the campaign's holdout (decision `held_out`)."""
+        self._held_out.labels(self._campaigns(campaign), self._steps(step or NONE)).inc(n)
+
+    def on_delivered(self, campaign: str, variant: str | None, step: str | None, n: int = 1) -> None:
+        """`n` messages delivered by `espresso deliver` (outcome `sent`)."""
+        self._delivered.labels(*self._arm(campaign, variant, step)).inc(n)
+
+    def on_touch(self, campaign: str, variant: str | None, step: str | None, kind: str, n: int = 1) -> None:
+        """`n` touches (`kind` open | click) attributed to a released message."""
+        counter = self._clicked if kind == "click" else self._opened
+        counter.labels(*self._arm(campaign, variant, step)).inc(n)
+
+    def on_touch_ignored(self, reason: str, n: int = 1) -> None:
+        """`n` touches attributed to nothing (`reason` unknown | machine)."""
+        self._touches_ignored.labels(self._ignored_reasons(reason)).inc(n)
+
+    def on_conversion(self, campaign: str, group: str, value: float | int | None, variant: str | None = None,
+                      step: str | None = None) -> None:
+        """An attributed order (`group`: message | holdout; a holdout has no variant)."""
+        holdout = group == "holdout"
+        labels = (*self._arm(campaign, None if holdout else variant, step), CONVERSION_GROUPS[holdout])
         self._conversions.labels(*labels).inc()
         if value is not None and value > 0:
             self._revenue.labels(*labels).inc(value)

@@ -1,7 +1,7 @@
 """Conversions: each order attributed to the message last touched before it, in event time.
 
 Per contact, next to its runs: the messages released to it (for `remember`, default 30 d,
-keyed by the first 64 bits of their id), the touches of those messages inside the longest
+keyed by their id as a number), the touches of those messages inside the longest
 window, and the latest holdout decision per campaign. An order at `o` goes to the touch
 with the latest time `s` such that `o - window(touch) < s <= o` (a click wins over an open
 of the same millisecond, then the larger message id); it also counts, once per campaign,
@@ -13,6 +13,8 @@ touch: counted in the engine's stats, never attributed.
 
 from __future__ import annotations
 
+import re
+
 from ..events import Event
 from .model import HOLDOUT_WINDOW_OF, ORDER_TYPE, TOUCHES
 from .policies import Memo
@@ -20,19 +22,22 @@ from .records import Conversion, conversion_id
 
 __all__ = ["Attribution", "message_key"]
 
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
 
 def message_key(mid: object) -> int | None:
-    """The first 64 bits of a message id (32 hex digits), or None if it is not one of ours."""
-    if not isinstance(mid, str) or len(mid) != 32:
-        return None
-    try:
-        return int(mid[:16], 16)
-    except ValueError:
-        return None
+    """A message id (32 hex digits) as its 128-bit number, or None if it is not one of ours."""
+    if not isinstance(mid, str) or not _HEX32.fullmatch(mid):
+        return None  # ours are 32 lower-case hex digits: anything else names no message of ours
+    return int(mid, 16)
 
 
 class Attribution:
     """Part of `CampaignEngine`: remembers releases, touches and holdouts; converts orders."""
+
+    #: Accepted touches per (campaign index, step index, variant index, "open" | "click"),
+    #: counted only when an observer sets a dict here (the live flow's metrics; it drains it).
+    touch_counts: dict | None = None
 
     def _released(self, memo: Memo, k: int, step: int, variant: int, mid: str, t: int) -> None:
         key = message_key(mid)
@@ -79,6 +84,10 @@ class Attribution:
         if memo.touches is None:
             memo.touches = []
         memo.touches.append((t, kind == "click", mid, windows[ev[2]], packed))
+        counts = self.touch_counts
+        if counts is not None:
+            key = ((packed >> 16) & 0xFFFF, (packed >> 8) & 0xFF, packed & 0xFF, kind)
+            counts[key] = counts.get(key, 0) + 1
 
     def _on_order(self, cid: str, ev: Event, t: int, memo: Memo, out: list) -> None:
         props = ev[4]

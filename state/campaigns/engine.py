@@ -309,8 +309,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
             return True
         if etype in TOUCHES:
             return "message_id" in ev[4]
-        memo = self.memos.get(cid)  # an order: attributed if something could claim it
-        return cid in self.inbox or (memo is not None and (memo.touches is not None or memo.held is not None))
+        return True  # an order: a touch or a holdout decided before it, in this batch too, may claim it
 
     def _at_risk(self, cid: str, x: int, shard: Shard, touched: set[str]) -> bool:
         """Could a decision about `cid` fall before `x`? Then it must be made before the

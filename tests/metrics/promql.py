@@ -110,11 +110,14 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def expand_grafana(expr: str, rate_interval: str = "10s", variables: Mapping[str, str] | None = None) -> str:
-    """Replace Grafana's variables as Grafana would: `$__rate_interval` and the dashboard's
-    own (`$namespace`, `$pod`, default `.*` which also matches a missing label)."""
+def expand_grafana(expr: str, rate_interval: str = "10s", variables: Mapping[str, str] | None = None,
+                   time_range: str = "5m") -> str:
+    """Replace Grafana's variables as Grafana would: `$__rate_interval`, `$__range` (the
+    dashboard's time range) and the dashboard's own (`$namespace`, `$pod`, default `.*`
+    which also matches a missing label)."""
     values = {"namespace": ".*", "pod": ".*", **(variables or {})}
     expr = expr.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
+    expr = expr.replace("$__range", time_range).replace("${__range}", time_range)
     for name, value in values.items():
         expr = expr.replace("${" + name + "}", value)
         expr = re.sub(r"\$" + re.escape(name) + r"\b", value, expr)

@@ -47,30 +47,40 @@ def webhook():
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory, kafka_bootstrap, redis_server, webhook):
-    """`espresso run --campaigns builtin` and `espresso deliver`, fed live traffic."""
-    with RealFlow(tmp_path_factory.mktemp("real-flow"), kafka_bootstrap, redis_server.url, webhook.url) as f:
-        yield f
+    """`espresso run` with the built-in campaigns and `espresso deliver`, fed live traffic,
+    and Prometheus scraping both every second with espresso's alert rules loaded, started
+    first: it sees every counter from zero (holdouts are decided in the first seconds only)."""
+    f = RealFlow(tmp_path_factory.mktemp("real-flow"), kafka_bootstrap, redis_server.url, webhook.url)
+    with Prometheus.start(f.targets, rule_groups=load_rules()["spec"]["groups"]) as p:
+        f.scraped = lambda: bool(p.query("espresso_campaign_held_out_total"))
+        with f:
+            f.prometheus = p
+            yield f
 
 
 @pytest.fixture(scope="module")
 def prom(flow):
-    """Prometheus scraping both processes every second with espresso's alert rules loaded,
-    after enough scrapes for rates over RATE_INTERVAL and a message sent and a time-driven exit."""
-    with Prometheus.start(flow.targets, rule_groups=load_rules()["spec"]["groups"]) as p:
-        p.wait_target_up(timeout_s=60)
-        ready = (f"count_over_time(espresso_build_info[{RATE_INTERVAL}]) >= 4",
-                 f"count_over_time(bytewax_item_out_count_total[{RATE_INTERVAL}]) >= 3",
-                 "espresso_send_duration_seconds_count > 0",
-                 'espresso_segment_changes_total{direction="exit"} > 0',
-                 "espresso_events_late_total > 0")
-        deadline = time.monotonic() + 60
-        while not all(p.query(q) for q in ready):
-            if time.monotonic() > deadline:
-                missing = [q for q in ready if not p.query(q)]
-                pytest.fail(f"not ready after 60 s: {missing}\nrun: {flow.log('run')}\ndeliver: {flow.log('deliver')}")
-            time.sleep(0.5)
-        time.sleep(4)  # a few more scrapes so every rate has two points with traffic
-        yield p
+    """The Prometheus of `flow`, after enough scrapes for rates over RATE_INTERVAL, a message
+    sent, a time-driven exit, and conversions of messages and of a holdout."""
+    p = flow.prometheus
+    p.wait_target_up(timeout_s=60)
+    ready = (f"count_over_time(espresso_build_info[{RATE_INTERVAL}]) >= 4",
+             f"count_over_time(bytewax_item_out_count_total[{RATE_INTERVAL}]) >= 3",
+             "espresso_send_duration_seconds_count > 0",
+             'espresso_segment_changes_total{direction="exit"} > 0',
+             "espresso_events_late_total > 0",
+             # the Campaigns row: deliveries, touches and conversions of both groups
+             "espresso_campaign_delivered_total > 0", "espresso_campaign_opened_total > 0",
+             "espresso_campaign_clicked_total > 0", 'espresso_touches_ignored_total{reason="machine"} > 0',
+             'espresso_conversions_total{group="message"} > 0', 'espresso_conversions_total{group="holdout"} > 0')
+    deadline = time.monotonic() + 60
+    while not all(p.query(q) for q in ready):
+        if time.monotonic() > deadline:
+            missing = [q for q in ready if not p.query(q)]
+            pytest.fail(f"not ready after 60 s: {missing}\nrun: {flow.log('run')}\ndeliver: {flow.log('deliver')}")
+        time.sleep(0.5)
+    time.sleep(4)  # a few more scrapes so every rate has two points with traffic
+    yield p
 
 
 def _finite(result: list[dict]) -> list[float]:

@@ -35,6 +35,8 @@ def test_grafana_variables_are_expanded():
     """$__rate_interval and the dashboard variables become plain PromQL."""
     out = expand_grafana('rate(x{namespace=~"$namespace", pod=~"${pod}"}[$__rate_interval])', "30s")
     assert out == 'rate(x{namespace=~".*", pod=~".*"}[30s])'
+    assert expand_grafana("increase(x[$__range]) / increase(y[${__range}])", time_range="1h") == \
+        "increase(x[1h]) / increase(y[1h])"
 
 
 def test_dashboard_has_a_prometheus_datasource_variable_used_everywhere():
@@ -52,13 +54,19 @@ def test_dashboard_has_a_prometheus_datasource_variable_used_everywhere():
 
 def test_dashboard_covers_every_subject():
     """Throughput, both latency histograms, segment sizes and changes, dead letters and late,
-    message outcomes, Kafka lag, state size and watermark delay all have a panel."""
+    message outcomes, Kafka lag, state size, watermark delay and the campaign results
+    (released, held out, delivered, opened, clicked, converted, revenue, ignored touches) all
+    have a panel."""
     used = set().union(*(metric_names(e.expr) for e in dashboard_exprs()))
     for name in ("espresso_events_consumed_total", "espresso_change_event_time_lag_seconds_bucket",
                  "espresso_change_ingest_latency_seconds_bucket", "espresso_segment_members",
                  "espresso_segment_changes_total", "espresso_events_invalid_total", "espresso_events_late_total",
                  "espresso_messages_total", "espresso_kafka_consumer_lag", "espresso_contacts",
-                 "espresso_timers_pending", "espresso_watermark_delay_seconds"):
+                 "espresso_timers_pending", "espresso_watermark_delay_seconds",
+                 "espresso_campaign_released_total", "espresso_campaign_held_out_total",
+                 "espresso_campaign_delivered_total", "espresso_campaign_opened_total",
+                 "espresso_campaign_clicked_total", "espresso_conversions_total", "espresso_conversion_revenue_total",
+                 "espresso_touches_ignored_total"):
         assert name in used, name
     quantiles = {e.expr.split(",")[0] for e in dashboard_exprs() if "event_time_lag" in e.expr}
     assert quantiles == {"histogram_quantile(0.5", "histogram_quantile(0.99"}
