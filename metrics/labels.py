@@ -39,7 +39,7 @@ OUTCOMES = DECISION_OUTCOMES
 CHANNELS = ("email", "sms", "push", "webhook")
 KAFKA_OPS = ("consume", "produce")
 #: Conversion records' `group` (docs/interfaces.md).
-CONVERSION_GROUPS = ("message", "holdout")
+CONVERSION_GROUPS = ("message", "sent", "holdout")
 #: Touches the engine ignored: naming no message released to that contact (`unknown`), or a
 #: privacy proxy's open (`machine`, `properties.machine_open: true`).
 TOUCH_IGNORED_REASONS = ("unknown", "machine")

@@ -257,7 +257,8 @@ class EspressoMetrics:
         self._clicked = counter("espresso_campaign_clicked", "Clicks (email_click, sms_click) the flow attributed "
                                 "to a message it released to that contact.", arm)
         self._conversions = counter("espresso_conversions", "Orders attributed to a campaign's messages "
-                                    "(group message) or counted for its holdout (group holdout, variant \"\").",
+                                    "(group message: last touch), orders after a send, touched or not (group sent: intent to treat), "
+                                    "or counted for its holdout (group holdout, variant \"\").",
                                     (*arm, "group"))
         self._revenue = counter("espresso_conversion_revenue", "Order value of those conversions (sum of "
                                 "`value`, in the orders' currencies).", (*arm, "group"))
@@ -323,8 +324,9 @@ class EspressoMetrics:
             labels = (campaign, variant or NONE, step or NONE)
             for c in (self._released, self._opened, self._clicked):
                 c.labels(*labels)
-            self._conversions.labels(*labels, "message")
-            self._revenue.labels(*labels, "message")
+            for g in ("message", "sent"):
+                self._conversions.labels(*labels, g)
+                self._revenue.labels(*labels, g)
         for campaign, step in holdouts:
             self._held_out.labels(campaign, step or NONE)
             self._conversions.labels(campaign, NONE, step or NONE, "holdout")
@@ -421,9 +423,11 @@ class EspressoMetrics:
 
     def on_conversion(self, campaign: str, group: str, value: float | int | None, variant: str | None = None,
                       step: str | None = None) -> None:
-        """An attributed order (`group`: message | holdout; a holdout has no variant)."""
+        """An order attributed (`group` message: last touch; sent: any order after a send;
+        holdout: after a held-out step, no variant)."""
         holdout = group == "holdout"
-        labels = (*self._arm(campaign, None if holdout else variant, step), CONVERSION_GROUPS[holdout])
+        g = group if group in CONVERSION_GROUPS else "message"
+        labels = (*self._arm(campaign, None if holdout else variant, step), g)
         self._conversions.labels(*labels).inc()
         if value is not None and value > 0:
             self._revenue.labels(*labels).inc(value)

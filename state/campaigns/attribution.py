@@ -6,7 +6,9 @@ window, and the latest holdout decision per campaign. An order at `o` goes to th
 with the latest time `s` such that `o - window(touch) < s <= o` (a click wins over an open
 of the same millisecond, then the larger message id); it also counts, once per campaign,
 for every campaign that held the contact out within that channel's click window before
-`o`. A touch naming a message this contact was not sent (unknown, another contact's, too
+`o` — and, the same way, for every campaign that *sent* the contact a message in that window
+(`group` "sent", touched or not: the intent-to-treat count that holdouts are compared
+with). A touch naming a message this contact was not sent (unknown, another contact's, too
 old, another channel's) or an open a privacy proxy made (`machine_open: true`) is no
 touch: counted in the engine's stats, never attributed.
 """
@@ -62,7 +64,7 @@ class Attribution:
             elif etype == ORDER_TYPE:
                 orders.append(ev)
         for ev in orders:
-            if memo.touches or memo.held:
+            if memo.touches or memo.held or memo.released:
                 self._on_order(cid, ev, t, memo, out)
 
     def _on_touch(self, ev: Event, t: int, memo: Memo) -> None:
@@ -111,6 +113,24 @@ class Attribution:
                                   best[2], c.id, (st.variants[variant].name or None) if variant < len(st.variants) else None, st.id or None,
                                   "click" if best[1] else "open", best[0]))
             self.stats["converted"] = self.stats.get("converted", 0) + 1
+        if memo.released:
+            # Intent to treat, the twin of a holdout conversion: per campaign, its latest message
+            # released within the channel's click window before the order, touched or not.
+            latest: dict[int, tuple[int, int, int]] = {}
+            for key, packed in memo.released.items():
+                k, rel = (packed >> 16) & 0xFFFF, packed >> 32
+                if t - self._windows[HOLDOUT_WINDOW_OF[self.camps[k].channel]] < rel <= t \
+                        and (k not in latest or (rel, key) > latest[k][:2]):
+                    latest[k] = (rel, key, packed)
+            for k in sorted(latest, key=lambda k: self._rank[k]):
+                rel, key, packed = latest[k]
+                c = self.camps[k]
+                st = c.steps[(packed >> 8) & 0xFF]
+                variant = packed & 0xFF
+                out.append(Conversion(conversion_id(cid, ev[0], "sent", c.id), order_id, cid, t, value, currency,
+                                      f"{key:032x}", c.id,
+                                      (st.variants[variant].name or None) if variant < len(st.variants) else None,
+                                      st.id or None, None, None, "sent"))
         for k, (held_at, step) in sorted((memo.held or {}).items(), key=lambda kv: self._rank[kv[0]]):
             c = self.camps[k]
             if t - self._windows[HOLDOUT_WINDOW_OF[c.channel]] < held_at <= t:

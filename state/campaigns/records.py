@@ -104,8 +104,9 @@ class Decision(NamedTuple):
 
 
 class Conversion(NamedTuple):
-    """An order attributed to the message last touched before it (`group` "message"), or
-    counted for a campaign that held the contact out (`group` "holdout", no message)."""
+    """An order attributed to the message last touched before it (`group` "message"),
+    counted for a campaign that sent the contact a message in the window before it (`group`
+    "sent", touched or not), or for one that held the contact out (`group` "holdout")."""
 
     conversion_id: str
     order_id: str | None

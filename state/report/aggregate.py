@@ -8,6 +8,9 @@ raise: a record that cannot be counted is skipped, by reason, and reported (`Inp
 Units (docs/campaigns.md, "Results: espresso report"):
 - treated: a released message (a record of `retargeting-messages`, by `message_id`); it is
   *converted* when at least one conversion names it; `conversions` counts the orders.
+- ordered: a send followed by an order in the channel's click window, touched or not (a
+  conversion of group `sent`): lift compares this rate, not the last-touch one, with the
+  holdout's, so both sides count the same thing;
 - holdout: a `held_out` decision (by `message_id`, the message that was not sent); it is
   converted when a holdout conversion of the same contact and campaign (and step, when the
   conversion names one) falls after it and no later `held_out` decision of theirs comes first.
@@ -73,9 +76,13 @@ class Counts:
     converted: int = 0
     conversions: int = 0
     revenue: dict[str, Decimal] = field(default_factory=dict)
+    #: sends followed by an order in the window, touched or not (conversions of group
+    #: "sent"): the intent-to-treat count a holdout is compared with
+    ordered: int = 0
 
     def add(self, other: "Counts") -> None:
         self.sent += other.sent
+        self.ordered += other.ordered
         self.converted += other.converted
         self.conversions += other.conversions
         for cur, v in other.revenue.items():
@@ -102,6 +109,7 @@ class Row:
     def record(self) -> dict:
         c = self.counts
         rec: dict[str, Any] = {"sent": c.sent, "converted": c.converted, "conversions": c.conversions,
+                               "ordered_after_send": c.ordered,
                                "rate": self.rate.record() if self.rate else None, "revenue": c.revenue_record()}
         if self.holdout is None:
             rec["holdout"] = None
@@ -117,9 +125,11 @@ class Row:
 def _row(counts: Counts, holdout: Counts | None, against: Counts | None) -> Row:
     """A row; `holdout`: shown on it; `against`: the holdout its lift is measured against."""
     base = holdout if holdout is not None else against
+    # Lift compares like with like: sends followed by an order in the window (touched or
+    # not) against held-out contacts who ordered in the same window.
     return Row(counts, wilson(counts.converted, counts.sent),
                holdout, wilson(holdout.converted, holdout.sent) if holdout is not None else None,
-               lift(counts.converted, counts.sent, base.converted, base.sent) if base is not None else None)
+               lift(counts.ordered, counts.sent, base.converted, base.sent) if base is not None else None)
 
 
 @dataclass
@@ -225,6 +235,7 @@ class Aggregator:
         self._held_converted: set[str] = set()
         self._conversions: list[tuple] = []
         self._conversion_ids: set[str] = set()
+        self._ordered: set[str] = set()  # messages followed by an order in the window (group "sent")
         # step order: campaign -> run -> [(instant, step)]
         self._runs: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
 
@@ -331,12 +342,15 @@ class Aggregator:
         step = _text(rec, "step_id", required=False)
         group = _text(rec, "group", required=False)
         holdout = group == "holdout"
-        if group not in (None, "holdout", "message"):
+        if group not in (None, "holdout", "message", "sent"):
             raise _Skip("bad group")
         mid = None if holdout else _text(rec, "message_id")
         if cid in self._conversion_ids:
             return False
         self._conversion_ids.add(cid)
+        if group == "sent":
+            self._ordered.add(mid)
+            return True
         self._conversions.append((holdout, mid, self._i(campaign), contact, at, value,
                                   self._i(currency or NO_CURRENCY), self._i(variant), self._i(step)))
         return True
@@ -369,6 +383,11 @@ class Aggregator:
                     counts.converted += 1
             counts.conversions += 1
             counts.add_revenue(currency, value)
+        for mid in self._ordered:
+            key = self._message_key.get(mid)
+            if key is not None:
+                self._groups[key].ordered += 1
+        self._ordered = set()
         self._conversions = []  # counted: a second finish() must not count them again
         campaigns = sorted({k[0] for k in self._groups} | {k[0] for k in self._holdout})
         return Report([self._campaign(c, min_sends) for c in campaigns], self.inputs, unmatched, min_sends)

@@ -80,20 +80,31 @@ class Oracle:
         self.same_ms = same_ms
 
     def run(self, events: Iterable[Event], outputs: Iterable) -> dict[str, Row]:
+        orders, touches, held = self.read(events, outputs)
+        out: dict[str, Row] = {}
+        for cid, evs in orders.items():
+            for order in evs:
+                for cv_id, row in self._convert(cid, order, touches.get(cid, []), held.get(cid, {})):
+                    assert cv_id not in out
+                    out[cv_id] = row
+        return out
+
+    def read(self, events: Iterable[Event], outputs: Iterable) -> tuple[dict, dict, dict]:
+        """Per contact: its orders (first deliveries), its touches (s, is click, message id,
+        window, released message (contact, channel, at, campaign, variant, step id)) and its
+        held_out decisions per campaign [(at, output index, step id)]."""
         seen: set[str] = set()
-        touches: dict[str, list[Event]] = defaultdict(list)
+        touch_events: dict[str, list[Event]] = defaultdict(list)
         orders: dict[str, list[Event]] = defaultdict(list)
         for ev in events:
             if ev.event_id in seen:
                 continue
             seen.add(ev.event_id)
             if ev.type in TOUCH_TYPES:
-                touches[ev.contact_id].append(ev)
+                touch_events[ev.contact_id].append(ev)
             elif ev.type == "order_placed":
                 orders[ev.contact_id].append(ev)
-        # message id -> (contact, channel, released at, campaign, variant, step id)
         released: dict[str, tuple] = {}
-        # contact -> campaign -> [(at, output index, step id)]
         held: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for i, o in enumerate(outputs):
             kind = type(o).__name__
@@ -102,15 +113,10 @@ class Oracle:
                 released[o.message_id] = (o.contact_id, o.channel, o.due_at, o.campaign_id, o.variant, o.step_id)
             elif kind == "Decision" and o.outcome == "held_out":
                 held[o.contact_id][o.campaign_id].append((o.at, i, o.step_id))
-        out: dict[str, Row] = {}
-        for cid, evs in orders.items():
-            valid = [self._touch(cid, t, released) for t in touches.get(cid, ())]
-            valid = [v for v in valid if v is not None]
-            for order in evs:
-                for cv_id, row in self._convert(cid, order, valid, held.get(cid, {})):
-                    assert cv_id not in out
-                    out[cv_id] = row
-        return out
+        self._released = released  # message id -> (contact, channel, at, campaign, variant, step id)
+        touches = {cid: [t for t in (self._touch(cid, ev, released) for ev in evs) if t is not None]
+                   for cid, evs in touch_events.items()}
+        return orders, touches, held
 
     def _touch(self, cid: str, ev: Event, released: dict) -> tuple | None:
         """(s, is click, message id, window, released message) or None when it is no touch."""
@@ -140,6 +146,15 @@ class Oracle:
             out.append((conversion_key(cid, order.event_id, "message", None),
                         Row(cid, order_id, o, value, currency, mid, m[3], m[4], m[5],
                             "click" if click else "open", s, "message")))
+        sent: dict[str, tuple] = {}  # campaign -> (released at, message id, released message)
+        for mid, m in self._released.items():
+            if m[0] != cid or not (m[2] <= o if self.same_ms else m[2] < o):
+                continue
+            if o - self.windows[HOLDOUT_KEY[m[1]]] < m[2] and (m[3] not in sent or (m[2], mid) > sent[m[3]][:2]):
+                sent[m[3]] = (m[2], mid, m)
+        for camp, (_, mid, m) in sorted(sent.items()):
+            out.append((conversion_key(cid, order.event_id, "sent", camp),
+                        Row(cid, order_id, o, value, currency, mid, camp, m[4], m[5], None, None, "sent")))
         for camp, decisions in sorted(held.items()):
             before = [d for d in decisions if (d[0] <= o if self.same_ms else d[0] < o)]
             if not before:

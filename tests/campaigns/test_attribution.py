@@ -35,8 +35,9 @@ def _rig(camps=CAMPS):
     return rig
 
 
-def conversions(rig: Rig) -> list[Conversion]:
-    return [o for o in rig.out if isinstance(o, Conversion)]
+def conversions(rig: Rig, sent: bool = False) -> list[Conversion]:
+    """The conversions; without the intent-to-treat ones (group "sent") unless asked."""
+    return [o for o in rig.out if isinstance(o, Conversion) and (sent or o.group != "sent")]
 
 
 def released(rig: Rig, campaign: str, cid: str = "c1"):
@@ -134,3 +135,23 @@ def test_attribution_survives_snapshot_restore():
     rig.feed([rig.ev("c1", "order_placed", T0 + 2 * D, order_id="o1", value=5, currency="EUR")])
     rig.until(T0 + 3 * D)
     assert [(c.campaign_id, c.variant, c.touch) for c in conversions(rig)] == [("nudge", nudge.variant, "click")]
+
+
+def test_sent_conversions_count_every_order_after_a_send_touched_or_not():
+    """Intent to treat: an order within the channel's click window after a campaign's message is a `sent`
+    conversion of that campaign (its latest message), touched or not, like a holdout conversion."""
+    rig = _rig()
+    rig.feed(subscribe(rig, "c1", T0, "email", "push") + [rig.ev("c1", "product_viewed", T0 + M, product_id="p")])
+    rig.until(T0 + 2 * M)
+    nudge, push = released(rig, "nudge"), released(rig, "push-nudge")
+    rig.feed([rig.ev("c1", "order_placed", T0 + 2 * H, order_id="o1", value=9, currency="EUR"),
+              rig.ev("c1", "order_placed", T0 + M + 24 * H, order_id="o2", value=9, currency="EUR")])  # push window over
+    rig.until(T0 + 3 * D)
+    thanks_o1 = [m for m in rig.messages("thanks") if m.due_at == T0 + 2 * H]
+    got = sorted((c.order_id, c.campaign_id, c.message_id, c.touch) for c in conversions(rig, sent=True))
+    # o1: both nudges (the thank-you of o1 goes out after o1); o2: the email nudge and o1's thank-you (5 d
+    # windows), not the push (its 24 h window ends exactly at o2)
+    assert got == sorted([("o1", "nudge", nudge.message_id, None), ("o1", "push-nudge", push.message_id, None),
+                          ("o2", "nudge", nudge.message_id, None),
+                          ("o2", "thanks", thanks_o1[0].message_id, None)]), got
+    assert conversions(rig) == []  # nothing was touched: no last-touch conversion

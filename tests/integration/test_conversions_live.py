@@ -200,7 +200,8 @@ def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootst
             send(cid, "order_placed", t + 20, order_id=f"o-{cid}", value=VALUE, currency="EUR")
         assert p.flush(30) == 0
 
-        want = len(converting) + len(held)
+        ordered = converting | no_click  # treated contacts with an order after their message
+        want = len(converting) + len(ordered) + len(held)
 
         def conversions() -> list[dict]:
             return [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics["conversions"])]
@@ -208,9 +209,13 @@ def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootst
         wait_until(lambda: len(conversions()) >= want, 30, f"{want} conversions", run, deliver)
         time.sleep(1.5)  # nothing more should come
         convs = conversions()
-        by_group = {g: {c["contact_id"]: c for c in convs if c["group"] == g} for g in ("message", "holdout")}
+        by_group = {g: {c["contact_id"]: c for c in convs if c["group"] == g} for g in ("message", "sent", "holdout")}
         assert len(convs) == want == len({c["conversion_id"] for c in convs}), convs
         assert set(by_group["message"]) == converting and set(by_group["holdout"]) == set(held)
+        # intent to treat: every order after a send counts, touched or not
+        assert set(by_group["sent"]) == ordered
+        assert all(c["message_id"] == messages[cid]["message_id"] and c["touch"] is None
+                   for cid, c in by_group["sent"].items())
         for cid, c in by_group["message"].items():
             m = messages[cid]
             assert (c["campaign_id"], c["message_id"], c["variant"], c["step_id"], c["touch"], c["order_id"],
@@ -244,6 +249,8 @@ def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootst
         assert sample(got, "espresso_messages_total", campaign=CAMPAIGN, channel="email", outcome="held_out") == \
             len(held)
         assert sample(got, "espresso_conversions_total", variant="", group="holdout", **arm) == len(held)
+        assert sum(sample(got, "espresso_conversions_total", variant=v, group="sent", **arm) for v in ("A", "B")) == \
+            len(ordered)
         assert sample(got, "espresso_conversion_revenue_total", variant="", group="holdout", **arm) == \
             pytest.approx(VALUE * len(held))
         assert sample(got, "espresso_touches_ignored_total", reason="machine") == len(clicked)

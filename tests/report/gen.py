@@ -57,6 +57,9 @@ def campaign(seed: int, rates: Mapping[str | None, float], sends: int = 2000, ca
                                 "message_id": m["message_id"], "campaign_id": campaign_id, "variant": m["variant"],
                                 "step_id": m["step_id"], "touch": "click", "touch_at": m["due_at"],
                                 "group": "message"})
+            # the same order as the engine's intent-to-treat twin (an order in the window after the send)
+            conversions.append({**conversions[-1], "conversion_id": f"sent-{m['message_id']}", "touch": None,
+                                "touch_at": None, "group": "sent"})
     for d in decisions:
         if rng.random() < holdout_rate:
             conversions.append({"schema": 1, "conversion_id": f"conv-{d['message_id']}",

@@ -74,6 +74,10 @@ def test_counts_rates_and_holdout_are_exact():
             {"conversion_id": "v6", "order_id": "o6", "contact_id": "h3", "at": iso(T0), "value": 7,
              "currency": "EUR", "message_id": None, "campaign_id": "k", "variant": None, "step_id": None,
              "touch": None, "touch_at": None, "group": "holdout"}]
+    # the engine's intent-to-treat twins of the three ordered sends (lift compares these)
+    conv += [{"conversion_id": f"s{i}", "order_id": f"o{i + 1}", "contact_id": f"c{i}", "at": iso(T0 + 20),
+              "value": None, "currency": None, "message_id": f"m{i}", "campaign_id": "k", "variant": None,
+              "step_id": None, "touch": None, "touch_at": None, "group": "sent"} for i in range(3)]
     report = build_report(messages, decisions, conv + conv[:2])  # two redelivered conversions
     (camp,) = report.campaigns
     row = camp.row
@@ -155,8 +159,8 @@ def test_json_keys_are_stable():
                                   steps=("s1",))).record()
     bare = build_report(*campaign(seed=1, rates={"A": 0.0, "B": 0.0}, sends=5, steps=("s1",))).record()
     assert keys(full) == keys(bare) or keys(bare) <= keys(full)
-    camp_keys = {"campaign_id", "channel", "sent", "converted", "conversions", "rate", "revenue", "holdout", "lift",
-                 "variants", "steps", "ab_test"}
+    camp_keys = {"campaign_id", "channel", "sent", "converted", "conversions", "ordered_after_send", "rate",
+                 "revenue", "holdout", "lift", "variants", "steps", "ab_test"}
     assert set(full["campaigns"][0]) == camp_keys == set(bare["campaigns"][0])
     assert set(full["campaigns"][0]["steps"][0]) == set(bare["campaigns"][0]["steps"][0])
     assert bare["campaigns"][0]["lift"] is None and bare["campaigns"][0]["holdout"] is None
