@@ -349,7 +349,8 @@ def now_ms() -> int:
 def replay_outputs(tmp: Path, events: list[dict | bytes], until_ms: int, segments: Path | None = None,
                    campaigns: str | Path | None = None, **kwargs) -> dict[str, list[dict]]:
     """`espresso replay` of `events` (one file, in the given order): every output it writes,
-    as lists of records under "changes", "dead" and, with `campaigns`, "messages" and "decisions"."""
+    as lists of records under "changes", "dead" and, with `campaigns`, "messages", "decisions" and
+    "conversions"."""
     from flows.replay import replay
 
     src = tmp / f"replay-{time.monotonic_ns()}.jsonl"
@@ -362,7 +363,7 @@ def replay_outputs(tmp: Path, events: list[dict | bytes], until_ms: int, segment
 
     outputs = {"changes": read(res.changes_path), "dead": read(res.dead_letters_path)}
     if campaigns is not None:
-        for kind in ("messages", "decisions"):
+        for kind in ("messages", "decisions", "conversions"):
             outputs[kind] = read(out.with_name(f"{out.stem}.{kind}{out.suffix}"))
     return outputs
 
