@@ -21,9 +21,12 @@ The rules, per contact (contacts are independent):
 - It also counts, once per campaign, for every campaign whose latest `held_out` decision for
   the contact at `h < o` (`h <= o` with `same_ms`) has `o - W(click of the campaign's
   channel) < h` (push: the push open window): a holdout conversion, step of that decision.
+- The same way, once per campaign, for every campaign whose latest message released to the
+  contact at `r < o` (then the larger id) has `o - W(click of its channel) < r`, touched or
+  not: a `sent` conversion (intent to treat) naming that message, its variant and step.
 - `order_id` and `currency` are kept when strings, `value` when a number (not a bool).
 - `conversion_id` = xxh3-128 of "contact, order event id, group, campaign id or None"
-  (campaign id only for holdout conversions).
+  (campaign id only for holdout and sent conversions).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import xxhash
 from state.campaigns.model import Campaigns
 from state.events import Event
 
-__all__ = ["Oracle", "Row", "TOUCH_TYPES", "WINDOW_KEYS", "conversion_key"]
+__all__ = ["Oracle", "Row", "TOUCH_TYPES", "HOLDOUT_KEY", "WINDOW_KEYS", "conversion_key"]
 
 #: touch event type -> (channel, kind), from the SPEC
 TOUCH_TYPES = {"email_open": ("email", "open"), "email_click": ("email", "click"),

@@ -144,8 +144,8 @@ def _phase2(draw, name: str, contacts: list[str], out1: list) -> list[Event]:
         etype = pick(CHANNEL_TOUCHES[channel] if draw(st.integers(0, 5)) else sorted(TOUCH_TYPES))
         ts = base + pick(TOUCH_OFFSETS[name])
         props = {"message_id": mid}
-        if etype.endswith("_open") and draw(st.integers(0, 3)) == 0:
-            props["machine_open"] = pick([True, False, "true"])
+        if etype.endswith("_open") and draw(st.integers(0, 2)) == 0:
+            props["machine_open"] = pick([True, True, False, "true"])
         t = add(cid, etype, ts, props)
         if likely:
             good.append(t)
@@ -250,11 +250,16 @@ def close_streams(draw):
         if k < 2:
             m = pick(msgs)
             etype = pick(CHANNEL_TOUCHES[m.channel] if draw(st.integers(0, 4)) else sorted(TOUCH_TYPES))
-            p2.append(Event(f"v{i}", m.contact_id if draw(st.integers(0, 4)) else cid, etype, ts,
-                            {"message_id": m.message_id}))
+            props = {"message_id": m.message_id}
+            if etype.endswith("_open") and draw(st.integers(0, 3)) == 0:
+                props["machine_open"] = True
+            p2.append(Event(f"v{i}", m.contact_id if draw(st.integers(0, 4)) else cid, etype, ts, props))
         elif k < 5:
-            if p2 and draw(st.booleans()):  # at a window's edge after an earlier event (a touch perhaps)
-                ts = pick(p2).ts + pick(ORDER_OFFSETS[name])
+            touched = [e for e in p2 if e.type in TOUCH_TYPES]
+            if touched and draw(st.integers(0, 2)):  # at the edges of a touch's window
+                t = pick(touched)
+                w = SETS[name].attribution[t.type]
+                cid, ts = t.contact_id, t.ts + pick([0, 1, w - 1, w - 1, w, w, w + 1])
             p2.append(Event(f"v{i}", cid, "order_placed", ts, {"order_id": f"o{i}", "value": i}))
         else:
             p2.append(Event(f"v{i}", pick(["a", "c", "z"]), "page_viewed", ts, {}))
