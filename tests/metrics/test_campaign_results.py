@@ -170,7 +170,7 @@ def test_conversions_and_revenue_per_variant_step_and_group(flow):
     """espresso_conversions / espresso_conversion_revenue{campaign, variant, step, group} add
     up the Conversion records; holdout conversions have variant ""."""
     convs = [c for c in flow.out if isinstance(c, Conversion)]
-    assert {c.group for c in convs} == {"message", "holdout"}
+    assert {c.group for c in convs} == {"message", "sent", "holdout"}
     want_n, want_value = Counter(), Counter()
     for c in convs:
         key = (c.campaign_id, c.variant or "", c.step_id or "", c.group)
