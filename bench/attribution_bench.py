@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import REPO, machine_info  # noqa: E402
-from generate import DEFAULTS  # noqa: E402
-from replay_bench import QUICK, dataset  # noqa: E402
+from replay_bench import add_stream_arguments, dataset, stream_params  # noqa: E402
 
 from state.campaigns import CampaignEngine, Conversion, Message, load_campaigns  # noqa: E402
 from state.campaigns.attribution import Attribution  # noqa: E402
@@ -40,6 +39,7 @@ from state.program import compile_program  # noqa: E402
 from state.shard import Shard  # noqa: E402
 
 BATCH = 2_000
+SIZES = {"contacts": 20_000, "events": 300_000}  # a tenth of the replay bench stream
 TOUCH_OF = {"email": "email_open", "sms": "sms_click", "push": "push_open"}
 
 
@@ -75,24 +75,19 @@ def touches_for(messages: list[Message], seed: int) -> list[Event]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--contacts", type=int, default=20_000)
-    p.add_argument("--events", type=int, default=300_000)
-    p.add_argument("--days", type=float, default=DEFAULTS["days"])
-    p.add_argument("--seed", type=int, default=7)
+    add_stream_arguments(p, SIZES)
+    p.add_argument("--touch-seed", type=int, default=7, help="seed of the touches added to the stream")
     p.add_argument("--data-dir", type=Path, default=REPO / "bench" / "data")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     a = p.parse_args()
-    params = {**DEFAULTS, "contacts": a.contacts, "events": a.events, "days": a.days}
-    if a.quick:
-        params.update(QUICK)
+    params = stream_params(a, SIZES)
     a.data_dir.mkdir(parents=True, exist_ok=True)
     path, meta = dataset(a.data_dir, params)
     events = [e for e in (parse_event(line) for line in open(path, "rb")) if isinstance(e, Event)]
     until = max(e.ts for e in events) + 86_400_000
     outs, base_cpu, _ = run(events, until)
     messages = [o for o in outs if isinstance(o, Message)]
-    touches = touches_for(messages, a.seed)
+    touches = touches_for(messages, a.touch_seed)
     mixed = sorted(events + touches, key=lambda e: e.ts)
 
     spent = {"cpu": 0.0, "calls": 0}

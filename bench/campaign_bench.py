@@ -31,8 +31,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Measured, count_lines, machine_info, run_measured  # noqa: E402
-from generate import DEFAULTS  # noqa: E402
-from replay_bench import QUICK, dataset, fmt_mb, wait_idle, warm_cache  # noqa: E402
+from replay_bench import add_stream_arguments, dataset, fmt_mb, stream_params, wait_idle, warm_cache  # noqa: E402
 
 BENCH = REPO / "bench"
 DAY_MS = 86_400_000
@@ -120,15 +119,7 @@ def markdown(rows: dict, labels: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--contacts", type=int, default=None, help=f"default {DEFAULTS['contacts']:,}")
-    p.add_argument("--events", type=int, default=None, help=f"distinct valid events (default {DEFAULTS['events']:,})")
-    p.add_argument("--days", type=float, default=None, help=f"default {DEFAULTS['days']:g}")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--start", default=DEFAULTS["start"])
-    p.add_argument("--dup-rate", type=float, default=DEFAULTS["dup_rate"])
-    p.add_argument("--invalid-rate", type=float, default=DEFAULTS["invalid_rate"])
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['contacts']:,} contacts, {QUICK['events']:,} events, {QUICK['days']:g} days")
+    add_stream_arguments(p)
     p.add_argument("--repeat", type=int, default=3, help="runs of each of (a) and (b), alternating; medians reported")
     p.add_argument("--until", help="ISO instant passed to --until (default: end of the generated period + 24 h)")
     p.add_argument("--campaigns", default="builtin", help="--campaigns of run (b): 'builtin' or a campaigns YAML")
@@ -150,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeat < 1:
         p.error("--repeat must be at least 1")
 
-    size = dict(QUICK) if a.quick else {k: DEFAULTS[k] for k in ("contacts", "events", "days")}
-    for k in ("contacts", "events", "days"):
-        if getattr(a, k) is not None:
-            size[k] = getattr(a, k)
-    params = {**size, "seed": a.seed, "start": a.start, "dup_rate": a.dup_rate, "invalid_rate": a.invalid_rate}
+    params = stream_params(a)
 
     repo = a.repo.resolve()
     if not (repo / "commands").is_dir() and not a.espresso_cmd:

@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import REPO, machine_info  # noqa: E402
-from generate import DEFAULTS  # noqa: E402
-from replay_bench import QUICK, dataset  # noqa: E402
+from replay_bench import add_stream_arguments, dataset, stream_params  # noqa: E402
 
 from state.campaigns import CampaignEngine, load_campaigns  # noqa: E402
 from state.definitions import builtin_segments  # noqa: E402
@@ -75,17 +74,12 @@ def measure(events_path: Path, campaigns: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--contacts", type=int, default=DEFAULTS["contacts"])
-    p.add_argument("--events", type=int, default=DEFAULTS["events"])
-    p.add_argument("--days", type=float, default=DEFAULTS["days"])
+    add_stream_arguments(p)
     p.add_argument("--campaigns", default="builtin")
     p.add_argument("--data-dir", type=Path, default=REPO / "bench" / "data")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     a = p.parse_args()
-    params = {**DEFAULTS, "contacts": a.contacts, "events": a.events, "days": a.days}
-    if a.quick:
-        params.update(QUICK)
+    params = stream_params(a)
     a.data_dir.mkdir(parents=True, exist_ok=True)
     path, _ = dataset(a.data_dir, params)
     r = measure(path, a.campaigns)

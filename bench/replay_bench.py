@@ -33,6 +33,33 @@ QUICK = {"contacts": 2_000, "events": 30_000, "days": 7.0}
 TINY = {"contacts": 100, "events": 1_000}
 
 
+_SIZE = ("contacts", "events", "days")
+
+
+def add_stream_arguments(p: argparse.ArgumentParser, sizes: dict | None = None) -> None:
+    """The generated stream's options, shared by the benchmarks that read it (`sizes`: other
+    defaults for contacts, events and days)."""
+    d = {**DEFAULTS, **(sizes or {})}
+    p.add_argument("--contacts", type=int, default=None, help=f"default {d['contacts']:,}")
+    p.add_argument("--events", type=int, default=None, help=f"distinct valid events (default {d['events']:,})")
+    p.add_argument("--days", type=float, default=None, help=f"default {d['days']:g}")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--start", default=DEFAULTS["start"])
+    p.add_argument("--dup-rate", type=float, default=DEFAULTS["dup_rate"])
+    p.add_argument("--invalid-rate", type=float, default=DEFAULTS["invalid_rate"])
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: {QUICK['contacts']:,} contacts, {QUICK['events']:,} events, {QUICK['days']:g} days")
+
+
+def stream_params(a: argparse.Namespace, sizes: dict | None = None) -> dict:
+    """The `generate.py` parameters of those options: --quick, else `sizes`/DEFAULTS, then explicit sizes."""
+    size = dict(QUICK) if a.quick else {k: {**DEFAULTS, **(sizes or {})}[k] for k in _SIZE}
+    for k in _SIZE:
+        if getattr(a, k) is not None:
+            size[k] = getattr(a, k)
+    return {**size, "seed": a.seed, "start": a.start, "dup_rate": a.dup_rate, "invalid_rate": a.invalid_rate}
+
+
 def dataset(data_dir: Path, params: dict, regenerate: bool = False) -> tuple[Path, dict]:
     """The JSONL stream for `params` and its metadata, generated once and cached by parameters."""
     start = params["start"].replace(":", "").replace("-", "")
@@ -127,15 +154,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--contacts", type=int, default=None, help=f"default {DEFAULTS['contacts']:,}")
-    p.add_argument("--events", type=int, default=None, help=f"distinct valid events (default {DEFAULTS['events']:,})")
-    p.add_argument("--days", type=float, default=None, help=f"default {DEFAULTS['days']:g}")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--start", default=DEFAULTS["start"])
-    p.add_argument("--dup-rate", type=float, default=DEFAULTS["dup_rate"])
-    p.add_argument("--invalid-rate", type=float, default=DEFAULTS["invalid_rate"])
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['contacts']:,} contacts, {QUICK['events']:,} events, {QUICK['days']:g} days")
+    add_stream_arguments(p)
     p.add_argument("--until", help="ISO instant passed to --until (default: end of the stream + 72 h)")
     p.add_argument("--espresso-cmd", default=None,
                    help="command that runs espresso, e.g. '.venv/bin/espresso' "
@@ -155,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-outputs", action="store_true", help="keep the changes files under DATA_DIR/out/")
     a = p.parse_args(argv)
 
-    size = dict(QUICK) if a.quick else {k: DEFAULTS[k] for k in ("contacts", "events", "days")}
-    for k in ("contacts", "events", "days"):
-        if getattr(a, k) is not None:
-            size[k] = getattr(a, k)
-    params = {**size, "seed": a.seed, "start": a.start, "dup_rate": a.dup_rate, "invalid_rate": a.invalid_rate}
+    params = stream_params(a)
     tiny_params = {**params, **TINY}
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
