@@ -97,6 +97,16 @@ class _VariantM(_Strict):
         return v
 
 
+def _hhmm(v: Any) -> int | None:
+    """Minutes after local midnight of `HH:MM` (quiet hours, date triggers), else None."""
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+        return v  # YAML 1.1 reads an unquoted 21:00 as the base-60 number 1260
+    if isinstance(v, str) and _HHMM.match(v.strip()):
+        h, mm = v.strip().split(":")
+        return int(h) * 60 + int(mm)
+    return None
+
+
 class _QuietM(_Strict):
     start: Any
     end: Any
@@ -104,12 +114,10 @@ class _QuietM(_Strict):
     @field_validator("start", "end")
     @classmethod
     def _t(cls, v: Any) -> int:
-        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
-            return v  # YAML 1.1 reads an unquoted 21:00 as the base-60 number 1260
-        if isinstance(v, str) and _HHMM.match(v.strip()):
-            h, m = v.strip().split(":")
-            return int(h) * 60 + int(m)
-        raise ValueError(f"must be a local time HH:MM such as \"21:00\", got {v!r}")
+        minutes = _hhmm(v)
+        if minutes is None:
+            raise ValueError(f"must be a local time HH:MM such as \"21:00\", got {v!r}")
+        return minutes
 
 
 class _StepM(_Strict):
@@ -305,15 +313,6 @@ def _variants(m: Any, channel: str, fallbacks: dict, file: str, path: str,
 
         out.append(Variant(name, weight, comp("subject"), comp("body"), comp("html", html=True), dict(data)))
     return tuple(out)
-
-
-def _hhmm(v: Any) -> int | None:
-    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
-        return v  # YAML 1.1 reads an unquoted 09:00 as the base-60 number 540
-    if isinstance(v, str) and _HHMM.match(v.strip()):
-        h, mm = v.strip().split(":")
-        return int(h) * 60 + int(mm)
-    return None
 
 
 def _path(v: str, file: str, where: str) -> tuple[str, ...]:

@@ -192,16 +192,6 @@ class Campaigns:
         return Keep(consent_channels=tuple(channels), profile_fields=tuple(sorted(fields)),
                     items_of=tuple(sorted(items)))
 
-    def event_types(self) -> frozenset[str]:
-        """Event types that start or end runs (the engine reads them from the batch)."""
-        types = {c.event.type for c in self.campaigns if c.event is not None}
-        types |= {x.type for c in self.campaigns for x in c.exits}
-        if any(c.date is not None for c in self.campaigns):
-            types.add(PROFILE_TYPE)
-        if self.campaigns:  # attribution: touches naming released messages, and orders
-            types |= set(TOUCHES) | {ORDER_TYPE}
-        return frozenset(types)
-
     def state_types(self) -> frozenset[str]:
         """Event types that change what campaigns read from the shard (consent, profile, items)."""
         keep = self.required_keep()

@@ -26,7 +26,7 @@ class RunStarts:
         """Is the channel's latest consent an unsubscribe at `t` or later (then a run of `t` ends)?"""
         if row is None:
             return False
-        code = shard.I[shard.program.consent_cols[channel]][row]
+        code = shard.I[self._consent_col[channel]][row]
         return (code >> 6) & 3 == 2 and code >> 8 >= t
 
     def _start(self, k: int, cid: str, t: int, rid: int, obj: object, memo: Memo, row: int | None, shard: Shard,
@@ -35,26 +35,22 @@ class RunStarts:
         the run stores instead, if different)."""
         c = self.camps[k]
         first = c.steps[0]
-        if c.sequence:
+        if c.sequence or first.after_ms:  # a step decided at once checks all this itself
             refusal = reentry_refusal(c, memo, t, rid)
             if refusal is not None:
                 out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
                                               detail=refusal[1]))
                 return
-            if self._consent_at_or_after(row, shard, c.channel, t):
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent", "unsubscribed", t))
-                return
-        elif first.after_ms:
-            refusal = reentry_refusal(c, memo, t, rid)
-            if refusal is not None:
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
-                                              detail=refusal[1]))
-                return
-            status = None if row is None else shard.consent(row, c.channel)[0]
-            if status != "subscribed":
-                out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent",
-                                              "unsubscribed" if status else "no_consent", t))
-                return
+            if c.sequence:  # an unsubscribe of this instant ends the run it would start
+                if self._consent_at_or_after(row, shard, c.channel, t):
+                    out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent", "unsubscribed", t))
+                    return
+            else:  # a delayed one-message campaign refuses without consent at the trigger, as always
+                status = None if row is None else shard.consent(row, c.channel)[0]
+                if status != "subscribed":
+                    out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_consent",
+                                                  "unsubscribed" if status else "no_consent", t))
+                    return
         runs = self.runs
         mine = []
         camp_col, step_col, nxt = runs.camp, runs.step, runs.nxt
