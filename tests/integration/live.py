@@ -507,3 +507,62 @@ class SteadyProducer(threading.Thread):
                 time.sleep(max(0.0, start + i / self.rate - time.monotonic()))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+
+
+# -- espresso deliver --------------------------------------------------------------------------
+class Deliver:
+    """`espresso deliver` in a subprocess (webhook channel); its log goes to a file shown when
+    something fails. `metrics_port` -1: no /metrics; `webhook_timeout`: ESPRESSO_WEBHOOK_TIMEOUT."""
+
+    def __init__(self, tmp: Path, bootstrap: str, redis_url: str, webhook_url: str, topics: dict[str, str],
+                 group: str, name: str = "deliver", metrics_port: int = -1, webhook_timeout: str | None = None) -> None:
+        from tests.servers import FAST_GROUP_CONFIG
+
+        self.log_path = tmp / f"{name}.log"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), ESPRESSO_WEBHOOK_URL=webhook_url,
+                   KAFKA_CONSUMER_SETTINGS=",".join(f"{k}={v}" for k, v in
+                                                    {**FAST_GROUP_CONFIG, "fetch.wait.max.ms": 20}.items()))
+        if webhook_timeout is not None:
+            env["ESPRESSO_WEBHOOK_TIMEOUT"] = webhook_timeout
+        for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_SMTP_HOST", "KAFKA_PRODUCER_SETTINGS"):
+            env.pop(var, None)
+        argv = [sys.executable, "-m", "commands.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",
+                redis_url, "--messages-topic", topics["messages"], "--decisions-topic", topics["delivered"],
+                "--dlq-topic", topics["delivery_dlq"], "--group", group, "--metrics-port", str(metrics_port)]
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"espresso deliver did not stop within {timeout}s:\n{self.tail()}") from None
+
+    def close(self) -> None:
+        self.kill()
+        self.log.close()
+
+
+def wait_until(condition, timeout: float, what: str, *procs) -> None:  # type: ignore[no-untyped-def]
+    """Poll `condition` every 50 ms; fail naming `what` (and the logs of `procs`) at the deadline
+    or as soon as one of `procs` has exited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for p in procs:
+            assert p.proc.poll() is None, f"{what}: a process exited:\n{p.tail()}"
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}\n" + \
+            "\n---\n".join(p.tail() for p in procs)
+        time.sleep(0.05)

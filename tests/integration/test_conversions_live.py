@@ -7,22 +7,17 @@ ignored touches) agree with the records."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.connectors.http_server import WebhookServer
-from tests.integration.live import ROOT, Espresso, now_ms, produce, producer, read_all
-from tests.servers import FAST_GROUP_CONFIG, free_port
+from tests.integration.live import Deliver, Espresso, now_ms, produce, producer, read_all, wait_until
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,46 +41,6 @@ CONTACTS = [f"c{i:02d}" for i in range(40)]
 VALUE = 25.5
 
 
-class Deliver:
-    """`espresso deliver` in a subprocess with its /metrics on `port`."""
-
-    def __init__(self, tmp: Path, bootstrap: str, redis_url: str, webhook_url: str, topics: dict, port: int) -> None:
-        self.port = port
-        self.log_path = tmp / "deliver.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), ESPRESSO_WEBHOOK_URL=webhook_url,
-                   KAFKA_CONSUMER_SETTINGS=",".join(f"{k}={v}" for k, v in
-                                                    {**FAST_GROUP_CONFIG, "fetch.wait.max.ms": 20}.items()))
-        for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_SMTP_HOST", "KAFKA_PRODUCER_SETTINGS"):
-            env.pop(var, None)
-        argv = [sys.executable, "-m", "commands.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",
-                redis_url, "--messages-topic", topics["messages"], "--decisions-topic", topics["delivered"],
-                "--dlq-topic", topics["delivery_dlq"], "--group", f"conversions-{now_ms()}",
-                "--metrics-port", str(port)]
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"espresso deliver did not stop within {timeout}s:\n{self.tail()}") from None
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
-
-
 def scrape(port: int) -> dict[tuple, float]:
     """The samples of espresso's campaign result families on 127.0.0.1:`port`/metrics, by
     (sample name, sorted labels)."""
@@ -103,16 +58,6 @@ def scrape(port: int) -> dict[tuple, float]:
 
 def sample(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_until(condition, timeout: float, what: str, *procs) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        for p in procs:
-            assert p.proc.poll() is None, f"{what}: a process exited:\n{p.tail()}"
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}\n" + \
-            "\n---\n".join(p.tail() for p in procs)
-        time.sleep(0.1)
 
 
 def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootstrap, kafka_topic_factory, redis_url,
@@ -141,7 +86,8 @@ def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootst
                    "--campaigns", str(camps), "--messages-topic", topics["messages"], "--decisions-topic",
                    topics["decisions"], "--conversions-topic", topics["conversions"], "--allowed-lateness", "1s",
                    metrics_port=run_port)
-    deliver = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, deliver_port)
+    deliver = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, f"conversions-{now_ms()}",
+                      metrics_port=deliver_port)
     p = producer(kafka_bootstrap)
     n = 0
 
@@ -259,7 +205,7 @@ def test_clicks_and_orders_fed_back_become_conversions_and_counters(kafka_bootst
         assert not labels & set(CONTACTS)  # no contact id in any label
 
         assert run.stop(30) == 0, run.tail()
-        assert deliver.stop() == 0, deliver.tail()
+        assert deliver.stop(30) == 0, deliver.tail()
         assert read_all(kafka_bootstrap, topics["delivery_dlq"]) == []
     finally:
         run.__exit__(None, None, None)

@@ -4,11 +4,7 @@ Every message a replay of the same events releases reaches the provider exactly 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,9 +14,8 @@ import pytest
 import redis
 
 from tests.connectors.http_server import OK, Reply, WebhookServer
-from tests.integration.live import (ROOT, SHORT_WINDOW_SEGMENTS, Espresso, Tail, now_ms, produce, producer, read_all,
-                                    tick)
-from tests.servers import FAST_GROUP_CONFIG
+from tests.integration.live import (SHORT_WINDOW_SEGMENTS, Deliver, Espresso, Tail, now_ms, produce, producer,
+                                    read_all, tick, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -101,60 +96,6 @@ class Traffic(threading.Thread):
                 i += 1
             time.sleep(1 / self.rate)
         assert p.flush(30) == 0
-
-
-class Deliver:
-    """`espresso deliver` in a subprocess; its log goes to a file shown when something fails."""
-
-    def __init__(self, tmp: Path, bootstrap: str, redis_url: str, webhook_url: str, topics: dict[str, str],
-                 group: str, name: str) -> None:
-        self.log_path = tmp / f"deliver-{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), ESPRESSO_WEBHOOK_URL=webhook_url,
-                   ESPRESSO_WEBHOOK_TIMEOUT="30",
-                   KAFKA_CONSUMER_SETTINGS=",".join(f"{k}={v}" for k, v in
-                                                    {**FAST_GROUP_CONFIG, "fetch.wait.max.ms": 20}.items()))
-        for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_SMTP_HOST", "KAFKA_PRODUCER_SETTINGS"):
-            env.pop(var, None)
-        argv = [sys.executable, "-m", "commands.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",
-                redis_url, "--messages-topic", topics["messages"], "--decisions-topic", topics["delivered"],
-                "--dlq-topic", topics["delivery_dlq"], "--group", group, "--metrics-port", "-1"]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def tail(self, lines: int = 40) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"espresso deliver did not stop within {timeout}s:\n{self.tail()}") from None
-
-    def close(self) -> None:
-        self.kill()
-        self.log.close()
-
-
-def wait_until(condition, timeout: float, what: str, *procs) -> None:
-    """Poll `condition` every 50 ms; fail naming `what` (and the logs of `procs`) at the deadline
-    or as soon as one of `procs` has exited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        for p in procs:
-            assert p.proc.poll() is None, f"{what}: a process exited:\n{p.tail()}"
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}\n" + \
-            "\n---\n".join(p.tail() for p in procs)
-        time.sleep(0.05)
 
 
 def age_claims(client: redis.Redis, by_ms: int) -> int:
@@ -255,7 +196,8 @@ def test_sigkill_run_and_deliver_each_message_reaches_the_provider_once(kafka_bo
 
     traffic = Traffic(kafka_bootstrap, topics["events"])
     run1 = Espresso(tmp_path, kafka_bootstrap, run_topics, *run_args, name="run1")
-    deliver1 = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, group, "1")
+    deliver1 = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, group, "deliver-1",
+                       webhook_timeout="30")
     run2 = deliver2 = None
     try:
         traffic.start()
@@ -301,7 +243,8 @@ def test_sigkill_run_and_deliver_each_message_reaches_the_provider_once(kafka_bo
         state["mode"] = "ok"
         aged = age_claims(store, by_ms=3_600_000)
         assert aged >= 1, "no claim was in flight when deliver was killed"
-        deliver2 = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, group, "2")
+        deliver2 = Deliver(tmp_path, kafka_bootstrap, redis_url, provider.url, topics, group, "deliver-2",
+                           webhook_timeout="30")
         traffic.finish(tail_s=3)
         traffic.join(60)
         assert not traffic.is_alive()
