@@ -37,7 +37,8 @@ class ReplaySettings(BaseModel):
                                                         "(default: OUT.dead-letters.jsonl)")] = None
     campaigns: Annotated[str | None, AfterValidator(lambda v: v if v is None else _campaigns(v)), Opt(
         "--campaigns", metavar="FILE|builtin[:NAME]", help="campaign definitions YAML, or 'builtin': also write every "
-        "send decision to OUT.messages.jsonl and OUT.decisions.jsonl", fix="give a campaigns YAML or 'builtin'")] = None
+        "send decision to OUT.messages.jsonl and OUT.decisions.jsonl, attributed orders to OUT.conversions.jsonl",
+        fix="give a campaigns YAML, 'builtin', 'builtin:espresso' or 'builtin:shop'")] = None
     max_clock_skew: Annotated[Duration, Opt(
         "--max-clock-skew", help="an event stamped further ahead of --until than this goes to the dead letters "
         "as future_ts", fix="give a duration such as 5m, 30s, 1h")] = DEFAULT_MAX_CLOCK_SKEW_MS

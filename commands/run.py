@@ -76,7 +76,8 @@ class RunSettings(BaseModel):
     campaigns: Annotated[str | None, AfterValidator(lambda v: v if v is None else _campaigns(v)), Opt(
         "--campaigns", "ESPRESSO_CAMPAIGNS", group=T, metavar="FILE|builtin[:NAME]",
         help="campaign definitions YAML, or 'builtin'; messages go to --messages-topic, decisions to "
-             "--decisions-topic", fix="give a campaigns YAML or 'builtin'")] = None
+             "--decisions-topic, attributed orders to --conversions-topic",
+        fix="give a campaigns YAML, 'builtin', 'builtin:espresso' or 'builtin:shop'")] = None
     messages_topic: Annotated[str, Opt("--messages-topic", "ESPRESSO_MESSAGES_TOPIC", group=T,
                                        help="topic of released messages")] = "retargeting-messages"
     decisions_topic: Annotated[str, Opt("--decisions-topic", "ESPRESSO_DECISIONS_TOPIC", group=T,
