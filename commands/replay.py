@@ -39,6 +39,10 @@ class ReplaySettings(BaseModel):
         "--campaigns", metavar="FILE|builtin[:NAME]", help="campaign definitions YAML, or 'builtin': also write every "
         "send decision to OUT.messages.jsonl and OUT.decisions.jsonl, attributed orders to OUT.conversions.jsonl",
         fix="give a campaigns YAML, 'builtin', 'builtin:espresso' or 'builtin:shop'")] = None
+    catalog: Annotated[InputFile | None, Opt(
+        "--catalog", metavar="CATALOG.jsonl", help="JSONL file of product updates for catalog triggers (price drop, "
+        "back in stock, low stock), merged with the events in event time; needs --campaigns",
+        fix="give the path of a readable JSONL file of product_updated records")] = None
     max_clock_skew: Annotated[Duration, Opt(
         "--max-clock-skew", help="an event stamped further ahead of --until than this goes to the dead letters "
         "as future_ts", fix="give a duration such as 5m, 30s, 1h")] = DEFAULT_MAX_CLOCK_SKEW_MS
@@ -66,7 +70,10 @@ class ReplaySettings(BaseModel):
     @model_validator(mode="after")
     def _paths_do_not_collide(self) -> "ReplaySettings":
         """No output overwrites an input or another output; files beside --out can be written."""
-        inputs = {"the events file": self.events, "--segments": self.segments,
+        if self.catalog is not None and self.campaigns is None:
+            raise ValueError(f"--catalog {self.catalog}: product updates only matter to campaigns; give --campaigns "
+                             "with catalog triggers (e.g. builtin:shop), or leave --catalog out")
+        inputs = {"the events file": self.events, "--catalog": self.catalog, "--segments": self.segments,
                   "--campaigns": None if self.campaigns is None or is_builtin_name(self.campaigns) else Path(self.campaigns)}
         seen: dict[object, str] = {_real(p): name for name, p in inputs.items() if p is not None}
         for name, path in self.outputs().items():
@@ -113,7 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     s = load(ReplaySettings, args)
     res = replay(s.events, s.until, s.out, s.segments, s.dead_letters, s.shards, dedup_horizon=s.dedup_horizon,
                  progress=False if s.no_progress else None, campaigns=s.campaigns, parse_ahead=s.parse_ahead,
-                 max_clock_skew_ms=s.max_clock_skew)
+                 max_clock_skew_ms=s.max_clock_skew, catalog=s.catalog)
     print(f"espresso replay: {res.changes} changes -> {res.changes_path}; "
           f"{res.dead_letters} invalid lines -> {res.dead_letters_path}", file=sys.stderr)
     if s.campaigns:

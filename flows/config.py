@@ -49,6 +49,15 @@ class FlowConfig:
     snapshots: bool = True
     #: Where the live flow records (metrics.registry.EspressoMetrics); None: the process's own.
     metrics: Any = None
+    #: Catalogue input partitions (catalog triggers): each shard merges them with its contact
+    #: events in event time (state/align.py). Empty: no catalogue input.
+    catalog_parts: tuple[str, ...] = ()
+    #: The contact input's partitions: a catalogue update goes to every shard of each.
+    contact_parts: tuple[str, ...] = ("0",)
+    #: Live: how long after the wall clock a caught-up catalogue partition still counts as
+    #: unsettled (an update stamped earlier than that when read is late). Contact events wait
+    #: for it: the price of deciding catalog triggers exactly.
+    catalog_lateness_ms: int = 2_000
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):
@@ -61,6 +70,12 @@ class FlowConfig:
             raise ValueError(f"max clock skew must be >= 0 ms: {self.max_clock_skew_ms}")
         if self.dedup_horizon < 1:
             raise ValueError(f"dedup horizon must be >= 1: {self.dedup_horizon}")
+        if self.catalog_lateness_ms < 0:
+            raise ValueError(f"catalog lateness must be >= 0 ms: {self.catalog_lateness_ms}")
+
+    def shard_keys(self) -> list[str]:
+        """Every shard of the flow (the keys a catalogue update is broadcast to)."""
+        return [f"{p}.{sub}" for p in self.contact_parts for sub in range(self.shards_per_partition)]
 
     def live_metrics(self) -> Any:
         if self.metrics is not None:

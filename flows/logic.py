@@ -7,17 +7,19 @@ from typing import Any, NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
+from state.align import Aligner
+from state.catalog.intake import CatalogIntake
 from state.events import Event
 from state.campaigns import CampaignEngine
 from state.shard import Shard
 from state.timekeeping import PartitionClock, PartitionTime, ShardClock
 from connectors.batch import RawBatch
-from state.timeutil import NEVER, wall_ms
+from state.timeutil import MAX_TS, NEVER, wall_ms
 
 from .config import LIVE, FlowConfig
 from .observe import IntakeObserver, ShardObserver
 
-__all__ = ["ShardBatch", "IntakeLogic", "ShardLogic"]
+__all__ = ["ShardBatch", "IntakeLogic", "CatalogIntakeLogic", "ShardLogic"]
 
 
 class ShardBatch(NamedTuple):
@@ -26,6 +28,7 @@ class ShardBatch(NamedTuple):
     events: list[Event]
     time: PartitionTime
     arrival_ms: int
+    catalog: str | None = None  # the catalogue partition it comes from; None: the shard's own partition
 
 
 class IntakeLogic(StatefulBatchLogic):
@@ -75,15 +78,61 @@ class IntakeLogic(StatefulBatchLogic):
         return self.intake.frontier
 
 
+class CatalogIntakeLogic(StatefulBatchLogic):
+    """Per catalogue partition: parse; every shard hears every update and the partition's time.
+
+    `settled` tells shards how far their contact events may go (state/align.py): the last
+    update time read minus 1 ms while reading; once caught up, the wall clock minus the
+    catalogue lateness (live); once a replay's file is read, the end of time.
+    """
+
+    def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
+        self.intake = CatalogIntake(cfg.max_event_bytes, NEVER if frontier is None else frontier)
+        self.live = cfg.mode == LIVE
+        self.keys = cfg.shard_keys()
+        self.lateness, self.skew = cfg.catalog_lateness_ms, cfg.max_clock_skew_ms
+        self.ended = False
+        if not self.live and cfg.until_ms is not None:
+            self.intake.ts_limit = cfg.until_ms + cfg.max_clock_skew_ms
+
+    def on_batch(self, values: list[RawBatch]) -> tuple[list, bool]:
+        out: list = []
+        for batch in values:
+            if batch.tick is not None:
+                self.ended = True  # a finite input is read: no update comes after
+                events: list = []
+                dead: list = []
+            else:
+                if self.live:
+                    self.intake.ts_limit = batch.arrival_ms + self.skew
+                events, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
+            out.extend(("dead", d) for d in dead)
+            f = self.intake.frontier
+            if self.ended:
+                settled = MAX_TS
+            elif batch.caught_up and self.live:
+                settled = max(f, batch.arrival_ms - self.lateness)
+            else:
+                settled = f - 1 if f != NEVER else NEVER
+            now = PartitionTime(f, settled, None)
+            for key in self.keys:
+                out.append(("route", (key, ShardBatch(events, now, batch.arrival_ms, batch.partition))))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> int:
+        return self.intake.frontier
+
+
 class ShardLogic(StatefulBatchLogic):
     """One shard of contacts; emits `Change`s, and campaign `Message`s/`Decision`s if any."""
 
     def __init__(self, cfg: FlowConfig, resume: tuple | None) -> None:
         self.cfg = cfg
         self.live = cfg.mode == LIVE
-        state = campaign_state = clock_state = None
+        state = campaign_state = clock_state = aligner_state = None
         if resume is not None and resume[0] == _SNAPSHOT_V2:
-            _, state, clock_state, campaign_state = resume
+            _, state, clock_state, campaign_state = resume[:4]
+            aligner_state = resume[4] if len(resume) > 4 else None
         elif resume is not None:
             # Before v2: (state, frontier, arrival ms, wall ms[, campaign state]).
             state, frontier = resume[0], resume[1]
@@ -93,6 +142,8 @@ class ShardLogic(StatefulBatchLogic):
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
         self.observer = ShardObserver(self.shard, cfg.live_metrics(), self.engine) if self.live else None
+        #: With a catalogue input, contact events and updates meet in event time (state/align.py).
+        self.aligner = Aligner(cfg.catalog_parts, aligner_state) if cfg.catalog_parts else None
 
     def _process(self, events: list, watermark: int, settled: int | None) -> list:
         """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""
@@ -108,6 +159,8 @@ class ShardLogic(StatefulBatchLogic):
         return out
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
+        if self.aligner is not None:
+            return self._aligned_batch(values)
         out: list[Any] = []
         clock = self.clock
         for b in values:
@@ -119,7 +172,39 @@ class ShardLogic(StatefulBatchLogic):
         self._report()
         return out, StatefulBatchLogic.RETAIN
 
+    def _aligned_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
+        aligner, arrival = self.aligner, None
+        assert aligner is not None
+        for b in values:
+            if b.catalog is None:
+                self.clock.update(b.time)
+                aligner.add_contacts(b.events)
+                arrival = b.arrival_ms
+            else:
+                aligner.add_catalog(b.catalog, b.events, b.time.settled)
+        out = self._release()
+        if self.observer is not None and arrival is not None:
+            self.observer.observe_ingest(out, arrival)
+        self._report()
+        return out, StatefulBatchLogic.RETAIN
+
+    def _release(self, end: int | None = None) -> list:
+        """Process what the aligner lets through; time moves up to what still waits."""
+        aligner = self.aligner
+        assert aligner is not None
+        if end is not None:
+            watermark, settled = end + 1, end
+        else:
+            watermark, settled = self.clock.watermark(wall_ms()), self.clock.settled
+        events = aligner.release(max(settled, watermark - 1))
+        bound = aligner.bound()
+        return self._process(events, min(watermark, bound), min(settled, bound - 1))
+
     def on_notify(self) -> tuple[list, bool]:
+        if self.aligner is not None:
+            out = self._release()
+            self._report()
+            return out, StatefulBatchLogic.RETAIN
         out = self._process([], self.clock.watermark(wall_ms()), self.clock.settled)
         self._report()
         return out, StatefulBatchLogic.RETAIN
@@ -129,6 +214,10 @@ class ShardLogic(StatefulBatchLogic):
             return [], StatefulBatchLogic.RETAIN
         until = self.cfg.until_ms
         end = max(self.clock.frontier, until if until is not None else NEVER)
+        if self.aligner is not None:  # every input has ended: nothing more can come before anything waiting
+            for part in self.aligner.parts:
+                self.aligner.add_catalog(part, [], MAX_TS)
+            return self._release(end), StatefulBatchLogic.RETAIN
         return self._process([], end + 1, end), StatefulBatchLogic.RETAIN  # `until` included
 
     def _report(self) -> None:
@@ -142,6 +231,9 @@ class ShardLogic(StatefulBatchLogic):
         if self.engine is not None:
             other = self.engine.next_due()
             due = other if due is None else (due if other is None else min(due, other))
+        if self.aligner is not None and self.aligner.catalog:  # an update waits for contact time
+            other = self.aligner.catalog[0][3]
+            due = other if due is None else min(due, other)
         if due is None:
             return None
         wall = self.clock.wake_at(due)
@@ -155,7 +247,8 @@ class ShardLogic(StatefulBatchLogic):
         if not self.cfg.snapshots:
             return None
         return (_SNAPSHOT_V2, self.shard.snapshot(), self.clock.snapshot(),
-                None if self.engine is None else self.engine.snapshot())
+                None if self.engine is None else self.engine.snapshot(),
+                None if self.aligner is None else self.aligner.snapshot())
 
 
 _SNAPSHOT_V2 = "shard-v2"

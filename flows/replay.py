@@ -45,16 +45,20 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
            dead_letters: Path | None = None, shards: int = 1, batch_lines: int = 2000,
            dedup_horizon: int = DEFAULT_HORIZON, progress: bool | None = None,
            campaigns: str | Path | None = None, parse_ahead: bool | None = None,
-           max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS) -> ReplayResult:
+           max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS, catalog: Path | None = None) -> ReplayResult:
     """With `campaigns`, every send decision is reproduced into OUT.messages/.decisions.jsonl,
-    and every attributed order into OUT.conversions.jsonl.
+    and every attributed order into OUT.conversions.jsonl. With `catalog` (a JSONL file of
+    product updates), the updates meet the contact events in event time (catalog triggers).
 
     `parse_ahead` (default: when a second core is available) parses in a helper process.
     """
     program, camps = load_program(segments, campaigns)
+    if catalog is not None and camps is None:
+        raise ConfigError(f"--catalog {catalog}: product updates only matter to campaigns; "
+                          "give --campaigns with catalog triggers, or leave --catalog out")
     cfg = FlowConfig(program, mode=REPLAY, until_ms=until_ms, shards_per_partition=shards,
                      dedup_horizon=dedup_horizon, campaigns=camps, snapshots=False,
-                     max_clock_skew_ms=max_clock_skew_ms)
+                     max_clock_skew_ms=max_clock_skew_ms, catalog_parts=("0",) if catalog is not None else ())
     dead_path = dead_letters or default_dead_letter_path(out)
     counts = {"changes": 0, "dead": 0, "messages": 0, "decisions": 0, "conversions": 0}
 
@@ -79,7 +83,8 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
         parse_ahead = default_parse_ahead()
     source = JsonlEventSource(events, batch_lines, progress=bar.update_to if bar else None,
                               parse_ahead=cfg.new_intake() if parse_ahead else None)
-    flow = build_flow(cfg, source, sinks[0], sinks[1], "espresso-replay", **extra)
+    catalog_source = None if catalog is None else JsonlEventSource(catalog, batch_lines)
+    flow = build_flow(cfg, source, sinks[0], sinks[1], "espresso-replay", catalog=catalog_source, **extra)
     try:
         run_main(flow)
     finally:
@@ -88,6 +93,8 @@ def replay(events: Path, until_ms: int | None, out: Path, segments: Path | None 
     # The connectors keep I/O errors instead of raising them into Bytewax (a Rust panic).
     if source.error:
         raise RuntimeFailure(f"reading {events}: {source.error}; the output is incomplete")
+    if catalog_source is not None and catalog_source.error:
+        raise RuntimeFailure(f"reading {catalog}: {catalog_source.error}; the output is incomplete")
     for sink in sinks:
         if sink.error:
             raise RuntimeFailure(f"writing {sink.path}: {sink.error}; the output is incomplete")

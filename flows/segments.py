@@ -25,18 +25,26 @@ from state.campaigns import Conversion, Message
 from state.changes import Change
 
 from .config import FlowConfig
-from .logic import IntakeLogic, ShardLogic
+from .logic import CatalogIntakeLogic, IntakeLogic, ShardLogic
 
 __all__ = ["build_flow"]
 
 
 def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sink,
                flow_id: str = "espresso", messages: Sink | None = None,
-               decisions: Sink | None = None, conversions: Sink | None = None) -> Dataflow:
-    """With `cfg.campaigns`, shards also emit messages, decisions and conversions to those sinks."""
+               decisions: Sink | None = None, conversions: Sink | None = None,
+               catalog: Source | None = None) -> Dataflow:
+    """With `cfg.campaigns`, shards also emit messages, decisions and conversions to those sinks;
+    with `catalog` (and `cfg.catalog_parts`), every shard also hears every catalogue update."""
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     intake = op.stateful_batch("intake", raw, lambda resume: IntakeLogic(cfg, resume))
+    if catalog is not None:
+        if not cfg.catalog_parts:
+            raise ValueError("a flow with a catalogue source needs cfg.catalog_parts")
+        cat_raw = op.input("catalog-input", flow, catalog)
+        cat = op.stateful_batch("catalog-intake", cat_raw, lambda resume: CatalogIntakeLogic(cfg, resume))
+        intake = op.merge("all-intake", intake, cat)
     tagged = op.map("untag", intake, lambda kv: kv[1])
     split = op.branch("split", tagged, lambda item: item[0] == "dead")
     _output("dead-letters", op.map("dead", split.trues, lambda item: item[1]), dead_letters)

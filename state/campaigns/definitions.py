@@ -19,6 +19,7 @@ from ..conditions import Segment
 from ..definitions import FilterModel, builtin_segments, load_yaml, parse_segments
 from ..builtin_names import BUILTIN_CAMPAIGN_FILES, is_builtin_name
 from ..errors import DefinitionError
+from ..catalog import CatalogTrigger, parse_drop
 from ..timeutil import parse_duration
 from .model import (
     ADDRESS_FIELD, DEFAULT_ATTRIBUTION, DEFAULT_CAPS, DEFAULT_MAX_RUNS, DEFAULT_QUIET_HOURS, MAX_RUNS, Campaign, Campaigns,
@@ -54,7 +55,8 @@ def _duration(v: Any, *, zero: bool = False) -> int:
 
 
 class _TriggerM(_Strict):
-    """`{segment: ID, on: enter|exit}`, `{event: TYPE, where: [...]}` or `{date: FIELD, at: "HH:MM"}`."""
+    """`{segment: ID, on: enter|exit}`, `{event: TYPE, where: [...]}`, `{date: FIELD, at: "HH:MM"}` or
+    `{catalog: price_drop|back_in_stock|low_stock, ...}`."""
 
     segment: str | None = None
     on: Literal["enter", "exit"] | None = None
@@ -62,6 +64,11 @@ class _TriggerM(_Strict):
     where: list[FilterModel] = []
     date: str | None = None
     at: Any = None
+    catalog: Literal["price_drop", "back_in_stock", "low_stock"] | None = None
+    min_drop: Any = None
+    viewed_within: Any = None
+    carted_within: Any = None
+    below: int | None = None
 
 
 class _ExitM(_Strict):
@@ -324,12 +331,15 @@ def _path(v: str, file: str, where: str) -> tuple[str, ...]:
 
 def _trigger(m: _CampaignM, segments: dict[str, Segment], file: str, path: str) -> dict[str, Any]:
     t, tp = m.trigger, f"{path}.trigger"
-    given = [k for k in ("segment", "event", "date") if getattr(t, k) is not None]
+    given = [k for k in ("segment", "event", "date", "catalog") if getattr(t, k) is not None]
     if len(given) != 1:
-        raise DefinitionError(file, tp, "needs exactly one of segment:, event: or date:",
-                              "e.g. {segment: email-espresso, on: enter}, {event: order_placed} or {date: birthday, at: \"09:00\"}")
+        raise DefinitionError(file, tp, "needs exactly one of segment:, event:, date: or catalog:",
+                              "e.g. {segment: email-espresso, on: enter}, {event: order_placed}, "
+                              "{date: birthday, at: \"09:00\"} or {catalog: price_drop, min_drop: 10%, viewed_within: 30d}")
     kind = given[0]
-    extra = {"segment": ("where", "at"), "event": ("on", "at"), "date": ("on", "where")}[kind]
+    catalog_keys = ("min_drop", "viewed_within", "carted_within", "below")
+    extra = {"segment": ("where", "at", *catalog_keys), "event": ("on", "at", *catalog_keys),
+             "date": ("on", "where", *catalog_keys), "catalog": ("on", "where", "at")}[kind]
     for key in extra:
         if key in t.model_fields_set:
             raise DefinitionError(file, f"{tp}.{key}", f"not an option of a {kind} trigger", _DOCS)
@@ -343,6 +353,8 @@ def _trigger(m: _CampaignM, segments: dict[str, Segment], file: str, path: str) 
         if not t.event or not _FIELD.match(t.event):
             raise DefinitionError(file, f"{tp}.event", f"not an event type: {t.event!r}", "e.g. event: order_placed")
         return {"segment": None, "on": "", "event": EventTrigger(t.event, tuple(f.build() for f in t.where))}
+    if kind == "catalog":
+        return {"segment": None, "on": "", "catalog": _catalog_trigger(t, file, tp)}
     if not _FIELD.match(t.date or ""):
         raise DefinitionError(file, f"{tp}.date", f"not a profile field: {t.date!r}", "e.g. date: birthday")
     at = _hhmm(t.at)
@@ -350,6 +362,48 @@ def _trigger(m: _CampaignM, segments: dict[str, Segment], file: str, path: str) 
         raise DefinitionError(file, f"{tp}.at", f"must be a local time HH:MM such as \"09:00\", got {t.at!r}",
                               "give the local time of the yearly message, e.g. at: \"09:00\"")
     return {"segment": None, "on": "", "date": DateTrigger(t.date, at)}
+
+
+_CATALOG_OPTIONS = {"price_drop": ("min_drop", "viewed_within"), "back_in_stock": ("viewed_within",),
+                    "low_stock": ("below", "carted_within")}
+_CATALOG_EXAMPLE = {"price_drop": "{catalog: price_drop, min_drop: 10%, viewed_within: 30d}",
+                    "back_in_stock": "{catalog: back_in_stock, viewed_within: 30d}",
+                    "low_stock": "{catalog: low_stock, below: 5, carted_within: 7d}"}
+#: The look-back of a catalog trigger that does not give one (Klaviyo's default).
+DEFAULT_CATALOG_WINDOW = "30d"
+#: The longest look-back: what contacts' watches are kept for.
+MAX_CATALOG_WINDOW_MS = 90 * 86_400_000
+
+
+def _catalog_trigger(t: _TriggerM, file: str, tp: str) -> CatalogTrigger:
+    kind = t.catalog
+    assert kind is not None
+    allowed = _CATALOG_OPTIONS[kind]
+    for key in ("min_drop", "viewed_within", "carted_within", "below"):
+        if key in t.model_fields_set and key not in allowed:
+            raise DefinitionError(file, f"{tp}.{key}", f"not an option of a {kind} trigger",
+                                  f"e.g. {_CATALOG_EXAMPLE[kind]}")
+    window_key = "carted_within" if kind == "low_stock" else "viewed_within"
+    raw_window = getattr(t, window_key)
+    window = parse_duration(DEFAULT_CATALOG_WINDOW if raw_window is None else raw_window)
+    if window is None or not 0 < window <= MAX_CATALOG_WINDOW_MS:
+        raise DefinitionError(file, f"{tp}.{window_key}", f"must be a duration from 1ms to 90d, got {raw_window!r}",
+                              f"e.g. {_CATALOG_EXAMPLE[kind]}")
+    if kind == "price_drop":
+        drop = parse_drop(t.min_drop)
+        if drop is None:
+            raise DefinitionError(file, f"{tp}.min_drop",
+                                  "required: a percentage above 0% and below 100%, or an amount above 0"
+                                  if t.min_drop is None else f"not a percentage or an amount: {t.min_drop!r}",
+                                  "e.g. min_drop: 10% or min_drop: 5 (in the shop's currency)")
+        return CatalogTrigger(kind, window, drop=drop)
+    if kind == "low_stock":
+        if t.below is None or t.below < 2:
+            raise DefinitionError(file, f"{tp}.below", "required: an inventory of 2 or more"
+                                  if t.below is None else f"must be 2 or more, got {t.below}",
+                                  "e.g. below: 5 (fires when stock falls from 5 or more to 1-4)")
+        return CatalogTrigger(kind, window, below=t.below)
+    return CatalogTrigger(kind, window)
 
 
 def _exits(m: _CampaignM, trig: dict, file: str, path: str) -> tuple[ExitRule, ...]:
@@ -435,7 +489,8 @@ def _campaign(node: Any, segments: dict[str, Segment], file: str, path: str) -> 
         products_from=tuple(m.products_from), contact_fields=fields | frozenset(fallbacks),
         uses_products=uses_products, steps=steps, event=trig.get("event"), date=trig.get("date"), exits=exits,
         run_key=run_key, max_runs=max_runs, sequence=not legacy,
-        uses_trigger_items=uses_products and "event" in trig, holdout_bp=m.holdout,
+        uses_trigger_items=uses_products and ("event" in trig or "catalog" in trig), holdout_bp=m.holdout,
+        catalog=trig.get("catalog"),
     )
 
 

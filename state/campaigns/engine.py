@@ -49,10 +49,13 @@ from typing import Sequence
 from ..changes import Change, change_id as make_change_id
 from ..dedup import DEFAULT_HORIZON, SeenIds
 from ..events import Event
+from ..catalog import ProductBook, Watches
+from ..catalog.watches import CART_TYPE, VIEW_TYPE
 from ..program import CONSENT_TYPE, PROFILE_TYPE, SCHED
 from ..shard import Shard
 from ..timeutil import NEVER
 from .attribution import Attribution
+from .catalog_runs import CATALOG_RUN, CatalogRuns, campaign_of_key
 from .compose import Composer
 from .date_runs import DateRuns
 from .ids import run_id
@@ -71,7 +74,7 @@ Output = Decision | Message | Conversion
 _INF = 1 << 62
 
 
-class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
+class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRuns):
     """Campaign decisions for the contacts of one shard.
 
     Per batch, call `process(shard, events, watermark, now_ms=..., settled=...)` instead of
@@ -93,6 +96,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
         self._ev_triggers: dict[str, list[int]] = {}
         self._exits: dict[str, list[tuple[int, object]]] = {}
         self._dates: list[int] = []
+        self._catalog: list[int] = []
         self._match_paths: list[tuple[tuple[str, ...], ...]] = []
         for k in order:
             c = self.camps[k]
@@ -102,6 +106,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
                 self._seg_cancels.setdefault((c.segment, other), []).append(k)
             elif c.event is not None:
                 self._ev_triggers.setdefault(c.event.type, []).append(k)
+            elif c.catalog is not None:
+                self._catalog.append(k)
             else:
                 self._dates.append(k)
             for rule in c.exits:
@@ -128,6 +134,9 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
         self.inbox: dict[str, list[Event]] = {}
         self._expiry: list[tuple[int, str]] = []  # (when a contact's memo may be empty, contact)
         self.stats = {o: 0 for o in OUTCOMES}
+        self.book = ProductBook()
+        self.watches = Watches(campaigns.catalog_horizon_ms()) if self._catalog else None
+        self._watch_types = frozenset((VIEW_TYPE, CART_TYPE, ORDER_TYPE)) if self._catalog else frozenset()
         #: Date campaigns whose contacts must be scheduled from the shard's profiles at the
         #: first batch (a campaign added to a running deployment, or a fresh engine).
         self._unseeded = list(self._dates)
@@ -137,6 +146,10 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
             self.seen = SeenIds(DEFAULT_HORIZON)
             return
         self._restore(state)
+        if state.catalog is not None:
+            self.book = ProductBook(state.catalog[0])
+            if self.watches is not None and state.catalog[1] is not None:
+                self.watches = Watches(self.watches.horizon, state=state.catalog[1])
         self._unseeded = [k for k in self._dates if self.camps[k].id not in state.campaign_ids]
 
     def _restore(self, state: CampaignState) -> None:
@@ -151,7 +164,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
         remap = {i: self._index.get(c) for i, c in enumerate(state.campaign_ids)}
         for cid, row in state.contacts.items():
             clock, sends, fired = row[:3]
-            fired = {k: (v if isinstance(v, tuple) else (v, 0)) for k, v in fired.items() if k in self._index}
+            fired = {k: (v if isinstance(v, tuple) else (v, 0)) for k, v in fired.items()
+                     if campaign_of_key(k) in self._index}
             memo = self.memos[cid] = Memo(clock, list(sends), fired)
             if len(row) > 3:
                 self._restore_attribution(memo, row[3:], remap)
@@ -232,7 +246,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
                     for cid, m in self.memos.items()}
         return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq, contacts, [],
                              dict(self.stats), self.runs.__getstate__(), tuple(c.id for c in self.camps),
-                             {cid: list(evs) for cid, evs in self.inbox.items() if evs}, clone_seen(self.seen))
+                             {cid: list(evs) for cid, evs in self.inbox.items() if evs}, clone_seen(self.seen),
+                             (self.book.snapshot(), None if self.watches is None else self.watches.snapshot()))
 
     # -- the batch step a flow calls ------------------------------------------------
     def process(self, shard: Shard, events: Sequence[Event], watermark: int, *, now_ms: int | None = None,
@@ -255,8 +270,19 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
             touched: set[str] = set()
             touching, used, index = self._touching_types, shard.program.type_masks, shard.index
             inbox, seen = self.inbox, self.seen
+            watch = self._watch_types
             for i, ev in enumerate(events):
                 etype, cid = ev[2], ev[1]
+                if not cid:  # a catalogue update, after every contact event of its instant
+                    if i > start:
+                        self._take(shard.apply(events[start:i]), shard, now_ms, changes, out)
+                        touched.clear()
+                    start = i + 1
+                    if not seen.add("\x00" + ev[0]):  # (catalogue ids are another namespace)
+                        self._on_catalog(ev)
+                    continue
+                if etype in watch:
+                    self._note_watch(ev)
                 if etype not in types:
                     # (a contact's first event is evaluated against every segment)
                     if etype in touching or (etype in used and cid not in index):
@@ -500,6 +526,9 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
             etype = ev[2]
             if etype == PROFILE_TYPE and self._dates:
                 self._reschedule_dates(cid, t, row, shard)
+            if etype == CATALOG_RUN:
+                self._start_catalog(cid, t, ev, memo, row, shard, out)
+                continue
             for k in self._ev_triggers.get(etype, ()):
                 c = self.camps[k]
                 if c.event.matches(ev[4]):  # type: ignore[union-attr]
@@ -532,9 +561,10 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution):
         until = memo.sends[-1][0] + self._window if memo.sends else NEVER
         until = max(until, kept)
         for k, (last, _) in list(memo.fired.items()):
-            d = self._once_per.get(k)
+            ck = campaign_of_key(k)
+            d = self._once_per.get(ck)
             if d is None:
-                if k not in self._index:
+                if ck not in self._index:
                     del memo.fired[k]
                     continue
                 until = None  # `once` (or every_time kept by an old snapshot): remembered for good

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..catalog import CatalogTrigger
 from ..conditions import Filter, Segment
 from ..program import CONSENT_TYPE, PROFILE_TYPE, Keep
 from .templates import CompiledTemplate
@@ -95,7 +96,7 @@ class ExitRule:
 
 @dataclass(frozen=True)
 class Campaign:
-    """A campaign; exactly one of `segment`, `event`, `date` says what starts a run.
+    """A campaign; exactly one of `segment`, `event`, `date`, `catalog` says what starts a run.
 
     One-message campaigns (no `steps:` in the file) are runs of one step with id "" whose
     `after` is the `delay`; they keep the message ids and decisions they always had
@@ -130,6 +131,7 @@ class Campaign:
     sequence: bool = False
     uses_trigger_items: bool = False  # templates read `products` of an event trigger's `items`
     holdout_bp: int = 0  # share of contacts held out, in basis points (10% -> 1000)
+    catalog: CatalogTrigger | None = None  # runs per (contact, product) on catalogue updates
 
     @property
     def total_weight(self) -> int:
@@ -137,7 +139,9 @@ class Campaign:
 
     @property
     def kind(self) -> str:
-        return "segment" if self.segment is not None else "event" if self.event is not None else "date"
+        if self.segment is not None:
+            return "segment"
+        return "event" if self.event is not None else "catalog" if self.catalog is not None else "date"
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,10 @@ class Campaigns:
         fields.discard("id")  # the contact id, not a profile field
         return Keep(consent_channels=tuple(channels), profile_fields=tuple(sorted(fields)),
                     items_of=tuple(sorted(items)))
+
+    def catalog_horizon_ms(self) -> int:
+        """The longest window a catalog trigger looks back (0: no catalog triggers)."""
+        return max((c.catalog.within_ms for c in self.campaigns if c.catalog is not None), default=0)
 
     def state_types(self) -> frozenset[str]:
         """Event types that change what campaigns read from the shard (consent, profile, items)."""

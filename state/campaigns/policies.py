@@ -47,12 +47,13 @@ def blocked(caps: tuple[Cap, ...], sends: list[tuple[int, str]], channel: str, t
     return out
 
 
-def reentry_refusal(camp: Campaign, memo: Memo | None, t: int, rid: int) -> tuple[str, str] | None:
+def reentry_refusal(camp: Campaign, memo: Memo | None, t: int, rid: int, key: str | None = None) -> tuple[str, str] | None:
     """(reason, detail) when the campaign's re-entry rule refuses a send of run `rid` at `t`:
-    a send of another run of the campaign counts, the run's own earlier steps do not."""
+    a send of another run of the campaign counts, the run's own earlier steps do not.
+    `key`: what `Memo.fired` counts under when not the campaign (a catalog campaign's product)."""
     if memo is None or camp.reentry == "every_time":
         return None
-    last = memo.fired.get(camp.id)
+    last = memo.fired.get(key or camp.id)
     if last is None or last[1] == rid:
         return None
     if camp.reentry == "once":

@@ -33,7 +33,8 @@ class CampaignState:
 
     `contacts`: contact_id -> (clock, ((send ms, channel), ...), {campaign_id: (last send
     ms, run id)}); `runs`: the run store; `campaign_ids`: what the run store's campaign
-    numbers meant; `inbox`: trigger and exit events not yet settled; `seen`: their ids.
+    numbers meant; `inbox`: trigger and exit events not yet settled; `seen`: their ids;
+    `catalog`: the product book and the watches.
     """
 
     fingerprint: str
@@ -47,6 +48,7 @@ class CampaignState:
     campaign_ids: tuple = ()
     inbox: dict = field(default_factory=dict)
     seen: object = None
+    catalog: tuple | None = None  # (product book, watches) with catalog triggers
 
 
 def clone_seen(seen: SeenIds) -> SeenIds:

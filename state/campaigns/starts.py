@@ -30,13 +30,13 @@ class RunStarts:
         return (code >> 6) & 3 == 2 and code >> 8 >= t
 
     def _start(self, k: int, cid: str, t: int, rid: int, obj: object, memo: Memo, row: int | None, shard: Shard,
-               out: list, key: int = 0, keep: object = _SAME) -> None:
+               out: list, key: int = 0, keep: object = _SAME, fired_key: str | None = None) -> None:
         """Start run `rid` of campaign `k` at `t` (`obj`: what its records need; `keep`: what
-        the run stores instead, if different)."""
+        the run stores instead, if different; `fired_key`: what re-entry counts under)."""
         c = self.camps[k]
         first = c.steps[0]
         if c.sequence or first.after_ms:  # a step decided at once checks all this itself
-            refusal = reentry_refusal(c, memo, t, rid)
+            refusal = reentry_refusal(c, memo, t, rid, fired_key)
             if refusal is not None:
                 out.append(self._decision_raw(k, cid, 0, rid, obj, "skipped_duplicate", refusal[0], t,
                                               detail=refusal[1]))

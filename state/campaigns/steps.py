@@ -5,6 +5,7 @@ from __future__ import annotations
 import xxhash
 
 from ..shard import Shard
+from .catalog_runs import fired_key
 from .compose import pick_variant
 from .ids import message_ids, run_hex
 from .model import ADDRESS_FIELD
@@ -72,7 +73,8 @@ class StepDecisions:
                 self._next(s, t)
                 return
             stale = True
-        refusal = reentry_refusal(c, memo, t, runs.rid[s])
+        fkey = c.id if c.catalog is None else fired_key(c.id, runs.obj[s][1][0]["product_id"])
+        refusal = reentry_refusal(c, memo, t, runs.rid[s], fkey)
         if refusal is not None:
             out.append(self._decision(s, "skipped_duplicate", refusal[0], t, detail=refusal[1]))
             self._next(s, t)
@@ -131,7 +133,7 @@ class StepDecisions:
         memo.sends.append((t, c.channel))
         rid = runs.rid[s]
         if c.reentry != "every_time":
-            memo.fired[c.id] = (t, rid)
+            memo.fired[fkey] = (t, rid)
         self.stats["sent"] += 1
         mid, chid, step_id = message_ids(c, step.id, rid, obj, cid, runs.start[s], runs.key[s])
         self._released(memo, k, runs.step[s], step.variants.index(variant), mid, t)
