@@ -140,7 +140,8 @@ class ShardLogic(StatefulBatchLogic):
             campaign_state = resume[4] if len(resume) > 4 else None
         self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
-        self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state)
+        self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state,
+                                                                       catalog=bool(cfg.catalog_parts))
         self.observer = ShardObserver(self.shard, cfg.live_metrics(), self.engine) if self.live else None
         #: With a catalogue input, contact events and updates meet in event time (state/align.py).
         self.aligner = Aligner(cfg.catalog_parts, aligner_state) if cfg.catalog_parts else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metrics.health import HEALTH
+from state.builtin_names import is_builtin_name
 from state.dedup import DEFAULT_HORIZON
 from state.errors import ConfigError
 from state.timeutil import format_duration
@@ -44,6 +45,8 @@ class RunConfig:
     messages_topic: str = "retargeting-messages"
     decisions_topic: str = "retargeting-decisions"
     conversions_topic: str = "conversions"
+    catalog_topic: str = "catalog-events"
+    catalog_lateness_ms: int = 2_000
     allowed_lateness_ms: int = 60_000
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     shards_per_partition: int = 8
@@ -75,12 +78,29 @@ class RunConfig:
         return FlowConfig(program, mode=LIVE, allowed_lateness_ms=self.allowed_lateness_ms,
                           max_clock_skew_ms=self.max_clock_skew_ms,
                           shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard,
-                          campaigns=campaigns, snapshots=self.recovery_dir is not None)
+                          campaigns=campaigns, snapshots=self.recovery_dir is not None,
+                          catalog_lateness_ms=self.catalog_lateness_ms)
 
 
 # -- running -----------------------------------------------------------------------
-def check_topics(rc: RunConfig) -> dict[str, int]:
-    from connectors.topics import TopicSpec, ensure_topics
+def reads_catalog(cfg: FlowConfig) -> bool:
+    """The catalogue topic is read only when some campaign has a catalog trigger."""
+    return cfg.campaigns is not None and any(c.catalog is not None for c in cfg.campaigns.campaigns)
+
+
+def with_partitions(rc: RunConfig, cfg: FlowConfig, topics: dict[str, int]) -> FlowConfig:
+    """The partitions a catalogue update is broadcast from and to (fixed for the life of the state)."""
+    if not reads_catalog(cfg) or rc.catalog_topic not in topics:
+        return cfg
+    return replace(cfg, contact_parts=tuple(str(p) for p in range(topics[rc.input_topic])),
+                   catalog_parts=tuple(str(p) for p in range(topics[rc.catalog_topic])))
+
+
+def check_topics(rc: RunConfig, catalog: bool = False) -> dict[str, int]:
+    """{topic: partitions} of every topic the flow uses. The catalogue topic is required when
+    the user's campaigns have catalog triggers; for the built-in ones (which include price
+    drops and back-in-stock) a missing topic turns those triggers off, with a warning."""
+    from connectors.topics import TopicSpec, ensure_topics, list_topics
 
     specs = [TopicSpec(rc.input_topic, "--input-topic / ESPRESSO_INPUT_TOPIC"),
              TopicSpec(rc.output_topic, "--output-topic / ESPRESSO_OUTPUT_TOPIC"),
@@ -89,6 +109,14 @@ def check_topics(rc: RunConfig) -> dict[str, int]:
         specs += [TopicSpec(rc.messages_topic, "--messages-topic / ESPRESSO_MESSAGES_TOPIC"),
                   TopicSpec(rc.decisions_topic, "--decisions-topic / ESPRESSO_DECISIONS_TOPIC"),
                   TopicSpec(rc.conversions_topic, "--conversions-topic / ESPRESSO_CONVERSIONS_TOPIC")]
+    if catalog and rc.campaigns is not None and is_builtin_name(rc.campaigns) and not rc.create_topics \
+            and rc.catalog_topic not in list_topics(rc.kafka):
+        log.warning("catalog triggers of %s are off: topic %r (--catalog-topic / ESPRESSO_CATALOG_TOPIC) does not "
+                    "exist on %s; create it to notify price drops, restocks and low stock", rc.campaigns,
+                    rc.catalog_topic, rc.kafka.bootstrap_servers)
+        catalog = False
+    if catalog:
+        specs.append(TopicSpec(rc.catalog_topic, "--catalog-topic / ESPRESSO_CATALOG_TOPIC"))
     return ensure_topics(rc.kafka, specs, rc.create_topics, rc.partitions)
 
 
@@ -112,9 +140,13 @@ def build_live_flow(rc: RunConfig, cfg: FlowConfig | None = None, metrics: Any =
                  "decisions": KafkaRecordSink(rc.kafka, rc.decisions_topic, flush_on_snapshot=durable, metrics=m),
                  "conversions": KafkaRecordSink(rc.kafka, rc.conversions_topic, flush_on_snapshot=durable,
                                                 metrics=m)}
+    catalog = None
+    if cfg.catalog_parts:
+        catalog = KafkaEventSource(rc.kafka, rc.catalog_topic, group_id=rc.group_id, batch_size=rc.batch_size,
+                                   stop_at_end=rc.stop_at_end, idle_emit_s=rc.idle_emit_ms / 1000, metrics=m)
     return build_flow(cfg, source, KafkaChangeSink(rc.kafka, rc.output_topic, flush_on_snapshot=durable, metrics=m),
                       KafkaDeadLetterSink(rc.kafka, rc.dlq_topic, flush_on_snapshot=durable, metrics=m), "espresso",
-                      **extra)
+                      catalog=catalog, **extra)
 
 
 def prepare_recovery(rc: RunConfig) -> Any:
@@ -148,7 +180,8 @@ def run(rc: RunConfig) -> int:
     from bytewax.run import cli_main
 
     cfg = rc.flow_config()  # definition errors before touching Kafka
-    topics = check_topics(rc)
+    topics = check_topics(rc, reads_catalog(cfg))
+    cfg = with_partitions(rc, cfg, topics)
     recovery = prepare_recovery(rc)
     if rc.metrics_port is not None:
         from metrics.server import serve
@@ -160,9 +193,11 @@ def run(rc: RunConfig) -> int:
                 f"--metrics-port {rc.metrics_port} (ESPRESSO_METRICS_PORT): cannot listen: {exc.strerror}; "
                 "pick another port or -1 to disable") from None
     flow = build_live_flow(rc, cfg)
-    log.info("espresso run: %s[%d partitions] -> %s, dead letters -> %s; %s; allowed lateness %s; max clock skew %s; "
+    log.info("espresso run: %s[%d partitions]%s -> %s, dead letters -> %s; %s; allowed lateness %s; max clock skew %s; "
              "%d shards/partition; %d worker(s)%s; recovery %s",
-             rc.input_topic, topics[rc.input_topic], rc.output_topic, rc.dlq_topic, rc.kafka,
+             rc.input_topic, topics[rc.input_topic],
+             f" + {rc.catalog_topic}[{len(cfg.catalog_parts)} partitions]" if cfg.catalog_parts else "",
+             rc.output_topic, rc.dlq_topic, rc.kafka,
              format_duration(rc.allowed_lateness_ms), format_duration(rc.max_clock_skew_ms),
              rc.shards_per_partition, rc.workers,
              "" if rc.single_process else f", process {rc.process_id} of {len(rc.addresses or [])}",

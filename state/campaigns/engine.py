@@ -83,7 +83,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
     `shard.snapshot()`.
     """
 
-    def __init__(self, campaigns: Campaigns, state: CampaignState | None = None) -> None:
+    def __init__(self, campaigns: Campaigns, state: CampaignState | None = None, *, catalog: bool = True) -> None:
+        """`catalog`: whether product updates can come (else catalog triggers keep no watches)."""
         self.campaigns = campaigns
         self.camps: list[Campaign] = list(campaigns.campaigns)
         self._index = {c.id: k for k, c in enumerate(self.camps)}
@@ -135,8 +136,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         self._expiry: list[tuple[int, str]] = []  # (when a contact's memo may be empty, contact)
         self.stats = {o: 0 for o in OUTCOMES}
         self.book = ProductBook()
-        self.watches = Watches(campaigns.catalog_horizon_ms()) if self._catalog else None
-        self._watch_types = frozenset((VIEW_TYPE, CART_TYPE, ORDER_TYPE)) if self._catalog else frozenset()
+        self.watches = Watches(campaigns.catalog_horizon_ms()) if self._catalog and catalog else None
+        self._watch_types = frozenset((VIEW_TYPE, CART_TYPE, ORDER_TYPE)) if self.watches is not None else frozenset()
         #: Date campaigns whose contacts must be scheduled from the shard's profiles at the
         #: first batch (a campaign added to a running deployment, or a fresh engine).
         self._unseeded = list(self._dates)
