@@ -92,6 +92,7 @@ class CatalogIntakeLogic(StatefulBatchLogic):
         self.keys = cfg.shard_keys()
         self.lateness, self.skew = cfg.catalog_lateness_ms, cfg.max_clock_skew_ms
         self.ended = False
+        self.metrics = cfg.live_metrics() if self.live else None
         if not self.live and cfg.until_ms is not None:
             self.intake.ts_limit = cfg.until_ms + cfg.max_clock_skew_ms
 
@@ -106,6 +107,8 @@ class CatalogIntakeLogic(StatefulBatchLogic):
                 if self.live:
                     self.intake.ts_limit = batch.arrival_ms + self.skew
                 events, dead = self.intake.process(batch.records, batch.origin, batch.position_key)
+                if self.metrics is not None and events:
+                    self.metrics.on_catalog_updates(len(events))
             out.extend(("dead", d) for d in dead)
             f = self.intake.frontier
             if self.ended:
@@ -224,6 +227,10 @@ class ShardLogic(StatefulBatchLogic):
     def _report(self) -> None:
         if self.observer is not None:
             self.observer.report(self.shard, self.clock.watermark(wall_ms()))
+            if self.aligner is not None and self.engine is not None:
+                watches = self.engine.watches
+                self.observer.report_aligner(0 if watches is None else len(watches), self.aligner.waiting(),
+                                             self.aligner.late)
 
     def notify_at(self) -> datetime | None:
         if not self.live:

@@ -44,6 +44,7 @@ class ShardObserver:
         self.last = shard.stats.copy()
         self.segments = [s.id for s in shard.program.segments]
         self.engine = engine
+        self.late = 0
         if engine is not None:
             engine.touch_counts = {}  # the engine counts accepted touches there; `report` drains it
             self.ignored = {r: engine.stats.get(f"touches_{r}", 0) for r in TOUCH_IGNORED_REASONS}
@@ -65,6 +66,21 @@ class ShardObserver:
         self.last = now.copy()
         if self.engine is not None:
             self._report_touches(self.engine)
+            if self.engine.watches is not None:
+                self._report_catalog(self.engine)
+
+    def _report_catalog(self, engine: CampaignEngine) -> None:
+        counts = engine.catalog_counts
+        if counts:
+            for k, n in counts.items():
+                self.m.on_catalog_triggers(engine.camps[k].id, n)
+            counts.clear()
+
+    def report_aligner(self, watches: int, waiting: int, late: int) -> None:
+        if late > self.late:
+            self.m.on_catalog_late(late - self.late)
+            self.late = late
+        self.m.set_catalog(watches, waiting, shard=self.key)
 
     def _report_touches(self, engine: CampaignEngine) -> None:
         counts = engine.touch_counts

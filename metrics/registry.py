@@ -89,6 +89,11 @@ METRIC_NAMES: dict[str, str] = {
     "espresso_conversions": "counter",
     "espresso_conversion_revenue": "counter",
     "espresso_touches_ignored": "counter",
+    "espresso_catalog_updates": "counter",
+    "espresso_catalog_triggers": "counter",
+    "espresso_catalog_late_updates": "counter",
+    "espresso_catalog_watches": "gauge",
+    "espresso_catalog_waiting_events": "gauge",
     "espresso_send_duration_seconds": "histogram",
     "espresso_contacts": "gauge",
     "espresso_timers_pending": "gauge",
@@ -125,6 +130,7 @@ class _ShardGauges:
         self._members: dict[Hashable, dict[str, float]] = {}
         self._state: dict[Hashable, tuple[float, float]] = {}
         self._watermarks: dict[Hashable, tuple[float, float, float]] = {}
+        self._catalog: dict[Hashable, tuple[float, float]] = {}
 
     # -- updates ---------------------------------------------------------------
     def declare(self, segments: Iterable[str]) -> None:
@@ -139,6 +145,10 @@ class _ShardGauges:
         with self._lock:
             self._state[shard] = (contacts, timers)
 
+    def set_catalog(self, shard: Hashable, watches: float, waiting: float) -> None:
+        with self._lock:
+            self._catalog[shard] = (watches, waiting)
+
     def set_watermark(self, shard: Hashable, watermark_s: float, now_s: float | None) -> None:
         at = self._clock()
         with self._lock:
@@ -149,6 +159,7 @@ class _ShardGauges:
             self._members.pop(shard, None)
             self._state.pop(shard, None)
             self._watermarks.pop(shard, None)
+            self._catalog.pop(shard, None)
 
     # -- exposition --------------------------------------------------------------
     @staticmethod
@@ -163,13 +174,17 @@ class _ShardGauges:
                               "Wall clock minus the oldest watermark of this process's shards."),
             GaugeMetricFamily("espresso_watermark_timestamp_seconds",
                               "Oldest event-time watermark of this process's shards (Unix time)."),
+            GaugeMetricFamily("espresso_catalog_watches",
+                              "(contact, product) views and carts kept for catalog triggers."),
+            GaugeMetricFamily("espresso_catalog_waiting_events",
+                              "Contact events and product updates waiting for the other input's event time."),
         )
 
     def describe(self):
         return list(self._families())
 
     def collect(self):
-        members_f, contacts_f, timers_f, delay_f, wm_f = self._families()
+        members_f, contacts_f, timers_f, delay_f, wm_f, watches_f, waiting_f = self._families()
         now = self._clock()
         with self._lock:
             members = {s: 0.0 for s in self._declared}
@@ -178,6 +193,7 @@ class _ShardGauges:
                     members[seg] = members.get(seg, 0.0) + n
             state = list(self._state.values())
             wms = list(self._watermarks.values())
+            catalog = list(self._catalog.values())
         for seg in sorted(members):
             members_f.add_metric([seg], members[seg])
         yield members_f
@@ -190,6 +206,10 @@ class _ShardGauges:
             wm_f.add_metric([], min(w for w, _, _ in wms))
         yield delay_f
         yield wm_f
+        watches_f.add_metric([], sum(w for w, _ in catalog))  # 0 without catalog triggers
+        waiting_f.add_metric([], sum(n for _, n in catalog))
+        yield watches_f
+        yield waiting_f
 
 
 class EspressoMetrics:
@@ -265,6 +285,12 @@ class EspressoMetrics:
         self._touches_ignored = counter("espresso_touches_ignored", "Touches attributed to nothing: naming no "
                                         "message released to that contact (unknown), or a privacy proxy's open "
                                         "(machine).", ("reason",))
+        self._catalog_updates = counter("espresso_catalog_updates", "Valid product updates read from the "
+                                        "catalogue input.")
+        self._catalog_triggers = counter("espresso_catalog_triggers", "Runs product updates started: (contact, "
+                                         "product) pairs a catalog trigger qualified, by campaign.", ("campaign",))
+        self._catalog_late = counter("espresso_catalog_late_updates", "Product updates read after contact events "
+                                     "later than them were processed (decided at once, not at their instant).")
         self._send = Histogram("espresso_send_duration_seconds", "Duration of one delivery attempt.",
                                ("channel",), buckets=SEND_DURATION_BUCKETS, registry=reg)
         self._lag = Gauge("espresso_kafka_consumer_lag",

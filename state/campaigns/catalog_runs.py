@@ -28,6 +28,8 @@ class CatalogRuns:
 
     book: ProductBook
     watches: Watches | None
+    #: campaign index -> runs started by updates, since a metrics reader last drained it
+    catalog_counts: dict[int, int]
 
     def _on_catalog(self, ev: Event) -> None:
         """A product update (already de-duplicated): record it, leave a trigger for each qualifying watcher."""
@@ -42,9 +44,8 @@ class CatalogRuns:
         rows = self.watches.watchers(u.product_id, t)
         if not rows:
             return
-        inbox = self.inbox
+        inbox, counts = self.inbox, self.catalog_counts
         base = self.book.describe(u.product_id)
-        n = 0
         for cid, row in rows.items():
             for k in firing:
                 if qualifies(self.camps[k].catalog, u, row, t):  # type: ignore[arg-type]
@@ -52,8 +53,7 @@ class CatalogRuns:
                     if row[1] is not None:
                         product["previous_price"] = row[1]
                     inbox.setdefault(cid, []).append(_new(Event, (ev[0], cid, CATALOG_RUN, t, (k, product))))
-                    n += 1
-        self.stats["catalog_triggers"] = self.stats.get("catalog_triggers", 0) + n
+                    counts[k] = counts.get(k, 0) + 1
 
     def _note_watch(self, ev: Event) -> None:
         self.watches.note(ev[1], ev[2], ev[4], ev[3], self.book.price_of)  # type: ignore[union-attr]

@@ -136,6 +136,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         self._expiry: list[tuple[int, str]] = []  # (when a contact's memo may be empty, contact)
         self.stats = {o: 0 for o in OUTCOMES}
         self.book = ProductBook()
+        self.catalog_counts: dict[int, int] = {}
         self.watches = Watches(campaigns.catalog_horizon_ms()) if self._catalog and catalog else None
         self._watch_types = frozenset((VIEW_TYPE, CART_TYPE, ORDER_TYPE)) if self.watches is not None else frozenset()
         #: Date campaigns whose contacts must be scheduled from the shard's profiles at the

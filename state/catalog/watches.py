@@ -27,13 +27,15 @@ class Watches:
         self.by_product: dict[str, dict[str, tuple]] = {}
         #: contact -> products it has entries for (for the bound)
         self.by_contact: dict[str, list[str]] = {}
+        self.size = 0  # entries held
         if state is not None:
             for pid, rows in state[0].items():
                 self.by_product[pid] = dict(rows)
+                self.size += len(rows)
             self.by_contact = {cid: list(pids) for cid, pids in state[1].items()}
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self.by_product.values())
+        return self.size
 
     def note(self, cid: str, etype: str, props: dict, ts: int, price_of) -> None:  # type: ignore[no-untyped-def]
         """A contact event: a view or cart of `product_id` (its `price`, else the catalogue's
@@ -61,6 +63,7 @@ class Watches:
         row = rows.get(cid)
         if row is None:
             self._admit(cid, pid, ts)
+            self.size += 1
             row = (NEVER, None, NEVER, NEVER)
         if ts < row[0]:
             return  # an older view than the one kept (a late event)
@@ -88,6 +91,7 @@ class Watches:
     def _drop(self, pid: str, cid: str) -> None:
         rows = self.by_product[pid]
         del rows[cid]
+        self.size -= 1
         if not rows:
             del self.by_product[pid]
 
@@ -98,6 +102,7 @@ class Watches:
             return {}
         low = t - self.horizon
         old = [cid for cid, row in rows.items() if row[0] <= low]
+        self.size -= len(old)
         for cid in old:
             del rows[cid]
             pids = self.by_contact[cid]
