@@ -92,7 +92,7 @@ class RunSettings(BaseModel):
         "--catalog-lateness", "ESPRESSO_CATALOG_LATENESS", group=T,
         help="with catalog triggers: how long contact events wait for product updates stamped before them "
              "once the catalogue topic is caught up (a later update is decided late)",
-        fix="give a duration such as 2s, 500ms, 10s")] = 2_000
+        fix="give a duration such as 1s, 500ms, 10s")] = 1_000
     allowed_lateness: Annotated[Duration, Opt(
         "--allowed-lateness", "ESPRESSO_ALLOWED_LATENESS", group=T,
         help="how late an event may arrive and still count before time-driven changes it would prevent "
@@ -192,7 +192,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         kafka=KafkaConfig.from_env(s.bootstrap_servers, env), input_topic=s.input_topic,
         output_topic=s.output_topic, dlq_topic=s.dlq_topic, segments=s.segments, campaigns=s.campaigns,
         messages_topic=s.messages_topic, decisions_topic=s.decisions_topic, conversions_topic=s.conversions_topic,
-        catalog_topic=s.catalog_topic, catalog_lateness_ms=s.catalog_lateness, allowed_lateness_ms=s.allowed_lateness, max_clock_skew_ms=s.max_clock_skew,
+        catalog_topic=s.catalog_topic, catalog_lateness_ms=s.catalog_lateness,
+        allowed_lateness_ms=s.allowed_lateness, max_clock_skew_ms=s.max_clock_skew,
         shards_per_partition=s.shards_per_partition, dedup_horizon=s.dedup_horizon,
         metrics_port=None if s.metrics_port < 0 else s.metrics_port, bytewax_api=api_url_from_env(env),
         recovery_dir=s.recovery_dir,

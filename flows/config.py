@@ -57,7 +57,7 @@ class FlowConfig:
     #: Live: how long after the wall clock a caught-up catalogue partition still counts as
     #: unsettled (an update stamped earlier than that when read is late). Contact events wait
     #: for it: the price of deciding catalog triggers exactly.
-    catalog_lateness_ms: int = 2_000
+    catalog_lateness_ms: int = 1_000
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):

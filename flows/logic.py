@@ -83,14 +83,14 @@ class CatalogIntakeLogic(StatefulBatchLogic):
 
     `settled` tells shards how far their contact events may go (state/align.py): the last
     update time read minus 1 ms while reading; once caught up, the wall clock minus the
-    catalogue lateness (live); once a replay's file is read, the end of time.
+    catalogue lateness (live: `idle_since` goes along); once a replay's file is read, the end of time.
     """
 
     def __init__(self, cfg: FlowConfig, frontier: int | None) -> None:
         self.intake = CatalogIntake(cfg.max_event_bytes, NEVER if frontier is None else frontier)
         self.live = cfg.mode == LIVE
         self.keys = cfg.shard_keys()
-        self.lateness, self.skew = cfg.catalog_lateness_ms, cfg.max_clock_skew_ms
+        self.skew = cfg.max_clock_skew_ms
         self.ended = False
         self.metrics = cfg.live_metrics() if self.live else None
         if not self.live and cfg.until_ms is not None:
@@ -111,13 +111,14 @@ class CatalogIntakeLogic(StatefulBatchLogic):
                     self.metrics.on_catalog_updates(len(events))
             out.extend(("dead", d) for d in dead)
             f = self.intake.frontier
+            idle = batch.arrival_ms if batch.caught_up and self.live and not self.ended else None
             if self.ended:
                 settled = MAX_TS
-            elif batch.caught_up and self.live:
-                settled = max(f, batch.arrival_ms - self.lateness)
+            elif idle is not None:
+                settled = f  # and on with the wall clock, minus the catalogue lateness (state/align.py)
             else:
                 settled = f - 1 if f != NEVER else NEVER
-            now = PartitionTime(f, settled, None)
+            now = PartitionTime(f, settled, idle)
             for key in self.keys:
                 out.append(("route", (key, ShardBatch(events, now, batch.arrival_ms, batch.partition))))
         return out, StatefulBatchLogic.RETAIN
@@ -147,7 +148,8 @@ class ShardLogic(StatefulBatchLogic):
                                                                        catalog=bool(cfg.catalog_parts))
         self.observer = ShardObserver(self.shard, cfg.live_metrics(), self.engine) if self.live else None
         #: With a catalogue input, contact events and updates meet in event time (state/align.py).
-        self.aligner = Aligner(cfg.catalog_parts, aligner_state) if cfg.catalog_parts else None
+        self.aligner = (Aligner(cfg.catalog_parts, aligner_state, lateness_ms=cfg.catalog_lateness_ms)
+                        if cfg.catalog_parts else None)
 
     def _process(self, events: list, watermark: int, settled: int | None) -> list:
         """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""
@@ -177,18 +179,15 @@ class ShardLogic(StatefulBatchLogic):
         return out, StatefulBatchLogic.RETAIN
 
     def _aligned_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
-        aligner, arrival = self.aligner, None
+        aligner = self.aligner
         assert aligner is not None
         for b in values:
             if b.catalog is None:
                 self.clock.update(b.time)
-                aligner.add_contacts(b.events)
-                arrival = b.arrival_ms
+                aligner.add_contacts(b.events, b.arrival_ms)
             else:
-                aligner.add_catalog(b.catalog, b.events, b.time.settled)
+                aligner.add_catalog(b.catalog, b.events, b.time.settled, b.time.idle_since)
         out = self._release()
-        if self.observer is not None and arrival is not None:
-            self.observer.observe_ingest(out, arrival)
         self._report()
         return out, StatefulBatchLogic.RETAIN
 
@@ -196,13 +195,17 @@ class ShardLogic(StatefulBatchLogic):
         """Process what the aligner lets through; time moves up to what still waits."""
         aligner = self.aligner
         assert aligner is not None
+        now = wall_ms() if self.live else None
         if end is not None:
             watermark, settled = end + 1, end
         else:
             watermark, settled = self.clock.watermark(wall_ms()), self.clock.settled
-        events = aligner.release(max(settled, watermark - 1))
-        bound = aligner.bound()
-        return self._process(events, min(watermark, bound), min(settled, bound - 1))
+        events = aligner.release(max(settled, watermark - 1), now)
+        bound = aligner.bound(now)
+        out = self._process(events, min(watermark, bound), min(settled, bound - 1))
+        if self.observer is not None and aligner.arrival is not None:
+            self.observer.observe_ingest(out, aligner.arrival)
+        return out
 
     def on_notify(self) -> tuple[list, bool]:
         if self.aligner is not None:
@@ -242,9 +245,11 @@ class ShardLogic(StatefulBatchLogic):
         if self.aligner is not None and self.aligner.catalog:  # an update waits for contact time
             other = self.aligner.catalog[0][3]
             due = other if due is None else min(due, other)
-        if due is None:
-            return None
-        wall = self.clock.wake_at(due)
+        wall = None if due is None else self.clock.wake_at(due)
+        if self.aligner is not None:  # contact events wait for the catalogue's time
+            other = self.aligner.wake_at()
+            if other is not None:
+                wall = other if wall is None else min(wall, other)
         if wall is None:
             return None
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)

@@ -46,7 +46,7 @@ class RunConfig:
     decisions_topic: str = "retargeting-decisions"
     conversions_topic: str = "conversions"
     catalog_topic: str = "catalog-events"
-    catalog_lateness_ms: int = 2_000
+    catalog_lateness_ms: int = 1_000
     allowed_lateness_ms: int = 60_000
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS
     shards_per_partition: int = 8
