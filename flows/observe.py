@@ -50,6 +50,10 @@ class ShardObserver:
             self.ignored = {r: engine.stats.get(f"touches_{r}", 0) for r in TOUCH_IGNORED_REASONS}
             camps = engine.camps
             self.m.declare(campaigns=[c.id for c in camps], channels=sorted({c.channel for c in camps}))
+            if engine.watches is not None:  # the catalog triggers' series exist from the start
+                for c in camps:
+                    if c.catalog is not None:
+                        self.m.on_catalog_triggers(c.id, 0)
             self.m.declare_campaign_results(
                 [(c.id, v.name, st.id) for c in camps for st in c.steps for v in st.variants],
                 [(c.id, st.id) for c in camps if c.holdout_bp for st in c.steps])
