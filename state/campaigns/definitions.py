@@ -413,7 +413,7 @@ def _exits(m: _CampaignM, trig: dict, file: str, path: str) -> tuple[ExitRule, .
         if not _FIELD.match(x.event):
             raise DefinitionError(file, f"{xp}.event", f"not an event type: {x.event!r}", "e.g. event: order_placed")
         if x.match and "event" not in trig and "catalog" not in trig:
-            raise DefinitionError(file, f"{xp}.match", "only an event or catalog trigger has properties to match",
+            raise DefinitionError(file, f"{xp}.match", "only an event trigger or a catalog trigger (its product) has properties to match",
                                   "remove match: (any such event ends the run), or trigger the campaign on an event")
         pairs = tuple((_path(k, file, f"{xp}.match.{k}"), _path(v, file, f"{xp}.match.{k}")) for k, v in x.match.items())
         out.append(ExitRule(x.event, tuple(f.build() for f in x.where), pairs))

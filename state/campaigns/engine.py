@@ -142,6 +142,10 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         #: Date campaigns whose contacts must be scheduled from the shard's profiles at the
         #: first batch (a campaign added to a running deployment, or a fresh engine).
         self._unseeded = list(self._dates)
+        #: Most contacts whose waiting triggers one `advance` decides (None: all; live flows
+        #: set it so a fan-out is spread over calls); `more`: some were left for the next call.
+        self.sweep_limit: int | None = None
+        self.more = False
         if state is None:
             self.watermark = self.settled = NEVER
             self.seq = 0
@@ -416,7 +420,18 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         self._check(shard)
         if self.inbox:
             final = watermark if settled is None or settled < watermark else settled + 1
-            for cid in [c for c, evs in self.inbox.items() if evs and evs[0][3] < final]:
+            ready = [c for c, evs in self.inbox.items() if evs and evs[0][3] < final]
+            limit = self.sweep_limit
+            if limit is not None and len(ready) > limit:
+                # A fan-out (a price drop reaching thousands of watchers) goes in slices, so the
+                # flow's other work is not stalled behind it: time stops at the earliest instant
+                # still waiting, where those contacts are decided on the next calls.
+                rest, ready = ready[limit:], ready[:limit]
+                watermark = min(watermark, min(self.inbox[c][0][3] for c in rest))
+                self.more = True
+            else:
+                self.more = False
+            for cid in ready:
                 self._until(cid, final, shard, now_ms, out, steps_before=watermark)
         runs, inbox, memos = self.runs, self.inbox, self.memos
         due_col, nxt, step_col, heads = runs.due, runs.nxt, runs.step, runs.heads

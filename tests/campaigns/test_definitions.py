@@ -45,7 +45,8 @@ def test_builtin_campaigns_load():
     c = builtin_campaigns()
     assert [x.id for x in c.campaigns] == [
         "email-espresso-resend", "email-espresso-sms-followup", "push-espresso-urgent", "post-purchase",
-        "checkout-series", "browse-abandonment", "welcome-series", "win-back", "cross-sell", "birthday"]
+        "checkout-series", "browse-abandonment", "welcome-series", "win-back", "cross-sell", "birthday",
+        "price-drop", "back-in-stock", "low-stock"]
     assert [s.id for s in c.segments] == ["email-espresso", "sms-espresso", "push-espresso", "lapsed-customer"]
     assert [x.id for x in load_campaigns("builtin:espresso").campaigns] == [x.id for x in c.campaigns[:3]]
     shop = load_campaigns("builtin:shop")
@@ -53,6 +54,9 @@ def test_builtin_campaigns_load():
     assert shop.by_id["checkout-series"].run_key == ("checkout_id",)
     assert [s.after_ms for s in shop.by_id["post-purchase"].steps] == [0, 2 * D, 7 * D, 21 * D]
     assert shop.by_id["birthday"].date.at_min == 9 * 60
+    drop = shop.by_id["price-drop"].catalog
+    assert (drop.kind, str(drop.drop), drop.within_ms) == ("price_drop", "10%", 30 * D)
+    assert (shop.by_id["low-stock"].catalog.below, shop.by_id["low-stock"].catalog.within_ms) == (5, 7 * D)
     sms = c.by_id["email-espresso-sms-followup"]
     assert (sms.channel, sms.delay_ms, sms.quiet) == ("sms", 2 * H, (21 * 60, 8 * 60))
     assert load_campaigns(None).fingerprint == c.fingerprint
