@@ -81,8 +81,8 @@ class Aligner:
             e = contacts[i] if i < len(contacts) else None
             c = catalog[j] if j < len(catalog) else None
             if c is not None and (e is None or c[3] < e[3]):
-                if c[3] > contact_settled:
-                    break
+                if c[3] > contact_settled or c[3] - 1 > ks:
+                    break  # contact events at or before it, or another partition's earlier update, may come
                 if c[3] < self.released_to:
                     self.late += 1
                 out.append(c)

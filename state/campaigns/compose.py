@@ -26,7 +26,13 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _freeze(v: Any) -> Any:
-    """A hashable copy of JSON data (lists and mappings as tuples), for cache keys."""
+    """A hashable copy of JSON data (lists and mappings as tuples), for cache keys. Numbers
+    keep their type: 20 and 20.0 (and 1 and True) render differently but are equal keys."""
+    t = type(v)
+    if t is str or v is None:
+        return v
+    if t is int or t is float or t is bool:
+        return (t, v)
     if isinstance(v, _SCALARS):
         return v
     if isinstance(v, dict):
@@ -83,7 +89,7 @@ class Composer:
             info = tpl.info
             key = None
             if info.key_fields is not None:
-                key = (tuple(self._field(camp, f, cid, row, O) for f in info.key_fields),
+                key = (tuple(_freeze(self._field(camp, f, cid, row, O)) for f in info.key_fields),
                        trigger_at if info.reads_change else None, variant.name, seg, None)
                 cache = self._caches.get(id(tpl))
                 if cache is None:

@@ -46,10 +46,20 @@ class Watches:
                 return
             for item in items:
                 pid = item.get("product_id") if isinstance(item, dict) else None
-                rows = self.by_product.get(pid) if isinstance(pid, str) else None
+                if not isinstance(pid, str) or not pid:
+                    continue
+                rows = self.by_product.get(pid)
                 row = rows.get(cid) if rows else None
-                if row is not None and ts > row[3]:
-                    rows[cid] = (row[0], row[1], row[2], ts)  # type: ignore[index]
+                if row is None:
+                    # kept even without a view: a view of the same millisecond (simultaneous,
+                    # whatever the arrival order) is excluded by it; pruned like any entry
+                    if rows is None:
+                        rows = self.by_product[pid] = {}
+                    self._admit(cid, pid, ts)
+                    self.size += 1
+                    rows[cid] = (NEVER, None, NEVER, ts)
+                elif ts > row[3]:
+                    rows[cid] = (row[0], row[1], row[2], ts)
             return
         pid = props.get("product_id")
         if not isinstance(pid, str) or not pid:
@@ -67,6 +77,8 @@ class Watches:
             row = (NEVER, None, NEVER, NEVER)
         if ts < row[0]:
             return  # an older view than the one kept (a late event)
+        if ts == row[0] and props.get("price") is None:
+            price = row[1]  # the price seen at that instant is known (a redelivered view, say)
         rows[cid] = (ts, price, ts if etype == CART_TYPE else row[2], row[3])
 
     def _admit(self, cid: str, pid: str, ts: int) -> None:
