@@ -1,8 +1,8 @@
 """`espresso demo`: watch segments change and retargeting messages go out live, with nothing to set up.
 
     embedded broker (tansu, in memory)  ◀── or KAFKA_BOOTSTRAP_SERVERS
-        ▲ contact-events            │ segment-changes, contact-events-dlq,
-        │                           │ retargeting-messages, retargeting-decisions
+        ▲ contact-events,           │ segment-changes, contact-events-dlq,
+        │ catalog-events            │ retargeting-messages, retargeting-decisions, catalog-events
         │                           ▼
     synthetic shop traffic ──▶ `espresso run --campaigns` ──▶ printer and local "delivery"
                                    (subprocess)                 (this process)
@@ -18,6 +18,15 @@ abandonment, ...) run on the same shortened clock (`demo_messages.py`), and so d
 follow-ups that race them (a payment before or after the first checkout reminder, a cart
 before the browse reminder); each message is printed as it is read from the messages
 topic, with the time since the event that triggered it (`--no-campaigns`: segments only).
+
+The shop has a small catalogue (`PRODUCTS`: title, price, stock; a first update of each at
+start on the catalogue topic), views and carts carry the current price, and every 20-40 s
+(32-64 h x window/72h) the shop changes it: a price drop of 10-30 %, the end of a sale, a
+product sold out and restocked at the next change, or one falling under 5. Each change is
+a `catalog` line, and the built-in catalog campaigns (price-drop, back-in-stock, low-stock,
+with their windows and re-entry on the demo's clock) write to who viewed or carted it; a
+message's latency is from producing that update. The flow waits only 100 ms for product
+updates (`--catalog-lateness`; the demo's shop stamps them as it sends them).
 
 Stops on Ctrl-C or after `--duration` (default: until Ctrl-C on a terminal, 60 s
 otherwise) and prints a summary.
@@ -38,8 +47,9 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TextIO
 
@@ -51,13 +61,13 @@ from connectors.kafka_config import KafkaConfig
 from connectors.topics import create_topics
 from state.timeutil import format_duration, format_ms, parse_ts
 
-from .demo_messages import (PRODUCTION_WINDOW_MS, Trigger, demo_campaigns_yaml, describe_message, event_triggers,
-                            format_latency, message_latency, percentiles, run_id, scaled_duration,
-                            sequence_steps)
+from .demo_messages import (PRODUCTION_WINDOW_MS, Trigger, catalog_triggers, clock, demo_campaigns_yaml,
+                            describe_message, event_triggers, format_latency, message_latency, percentiles, run_id,
+                            scaled_duration, sequence_steps)
 from .settings import Count, Duration, Opt, Port, add_arguments, load
 
 __all__ = ["DemoSettings", "add_demo_args", "cmd_demo", "demo_segments_yaml", "demo_campaigns_yaml", "Traffic",
-           "describe_change"]
+           "describe_change", "describe_update", "ProductLine"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,9 +114,24 @@ segments:
 FIRST_NAMES = ("Mia", "Noah", "Emma", "Liam", "Lea", "Lucas", "Chloe", "Hugo", "Sofia", "Mateo",
                "Alice", "Louis", "Jade", "Adam", "Ines", "Arthur", "Zoe", "Jules", "Nora", "Leo",
                "Lina", "Gabriel", "Rose", "Raphael", "Anna", "Tom", "Eva", "Nathan", "Julia", "Sacha")
-PRODUCTS = (("sku-espresso-beans", ["coffee"], 14.5), ("sku-moka-pot", ["gear"], 39.0),
-            ("sku-grinder", ["gear"], 89.0), ("sku-decaf", ["coffee"], 12.0),
-            ("sku-cups", ["gear", "gifts"], 22.0), ("sku-gift-card", ["gifts"], 50.0))
+#: The shop's catalogue: product id, title, collections, list price (a decimal string: the
+#: messages show 19.20, not 19.2), stock at start.
+PRODUCTS = (("sku-espresso-beans", "Espresso beans 1 kg", ["coffee"], "14.50", 40),
+            ("sku-moka-pot", "Moka pot", ["gear"], "39.00", 25),
+            ("sku-grinder", "Burr grinder", ["gear"], "89.00", 12),
+            ("sku-decaf", "Decaf beans 500 g", ["coffee"], "12.00", 30),
+            ("sku-cups", "Espresso cups (set of 2)", ["gear", "gifts"], "24.00", 20),
+            ("sku-gift-card", "Gift card", ["gifts"], "50.00", 999))
+#: How often each product is viewed, relative to the others (the shop has bestsellers).
+_POPULARITY = (3, 3, 2, 1, 2, 1)
+#: Products whose price and stock never change (a gift card has no stock and no sale).
+_STEADY = frozenset({"sku-gift-card"})
+#: How often the shop changes its catalogue, in production time (x window/72h: every 20-40 s at 45 s).
+_CATALOG_EVERY = (32 * 3_600_000, 64 * 3_600_000)
+#: The built-in low-stock trigger's `below` (state/builtin/campaigns-shop.yaml).
+LOW_STOCK_BELOW = 5
+#: The catalogue's changes, in turn: every catalog trigger within five changes (2-3 minutes).
+_CATALOG_PLAN = ("drop", "sell_out", "restock", "low", "sale_over")
 
 
 _MIN, _HOUR = 60_000, 3_600_000
@@ -125,6 +150,16 @@ class Traffic:
         # Follow-ups that race the campaigns (an order after a checkout, a cart after a view)
         # come on the demo's clock, like the campaigns' steps: production time x window/72h.
         self.scale = window_ms / PRODUCTION_WINDOW_MS
+        # The catalogue: product id -> title, collections, list price, current price, stock;
+        # its updates come from `catalog_start` and `catalog_tick` (the catalogue topic).
+        self.catalog: dict[str, dict] = {
+            pid: {"title": title, "collections": cols, "list_price": Decimal(price), "price": Decimal(price),
+                  "inventory": stock, "changed_ms": 0}
+            for pid, title, cols, price, stock in PRODUCTS}
+        self.next_catalog_ms: int | None = None
+        self.catalog_seq = 0
+        self.catalog_step = 0  # in _CATALOG_PLAN
+        self.views: Counter = Counter()  # product id -> views since its last change
 
     def _later(self, now_ms: int, lo_ms: int, hi_ms: int) -> int:
         """An instant between `lo_ms` and `hi_ms` of production time from now, on the demo's clock."""
@@ -165,9 +200,10 @@ class Traffic:
     def _items(self) -> tuple[list[dict], float]:
         rng = self.rng
         items, value = [], 0.0
-        for pid, cols, price in rng.sample(PRODUCTS, rng.randint(1, 3)):
-            q = rng.randint(1, 2)
-            items.append({"product_id": pid, "collection_ids": cols, "quantity": q, "price": price})
+        for pid in rng.sample(sorted(self.catalog), rng.randint(1, 3)):
+            p = self.catalog[pid]
+            q, price = rng.randint(1, 2), float(p["price"])
+            items.append({"product_id": pid, "collection_ids": p["collections"], "quantity": q, "price": price})
             value += q * price
         return items, round(value, 2)
 
@@ -178,6 +214,8 @@ class Traffic:
         self.pending = [(due, ev) for due, ev in self.pending if due > now_ms]
         for ev in out:
             ev["ts"] = format_ms(now_ms)
+            if ev["type"] == "added_to_cart":  # the price when it goes in the cart
+                ev["properties"]["price"] = _money(self.catalog[ev["properties"]["product_id"]]["price"])
         if len(self.contacts) < 8 or (len(self.contacts) < self.max_contacts and rng.random() < 0.12):
             return out + self._new_contact(now_ms)
         c = rng.choice(self.contacts)
@@ -215,10 +253,14 @@ class Traffic:
             out.append(self._event(c, "consent_changed", now_ms,
                                    {"channel": "email", "status": "unsubscribed", "reason": "user_request"}))
         else:
-            pid, cols, price = rng.choice(PRODUCTS)
+            pid = rng.choices(PRODUCTS, _POPULARITY)[0][0]
+            p = self.catalog[pid]
+            price = _money(p["price"])  # the price the person sees: what a price drop is measured from
+            self.views[pid] += 1
             out.append(self._event(c, "product_viewed", now_ms,
-                                   {"product_id": pid, "collection_ids": cols, "price": price}))
-            if rng.random() < 0.25:  # added to the cart 5 s to 30 min later: no browse-abandonment email
+                                   {"product_id": pid, "collection_ids": p["collections"], "price": price}))
+            if p["inventory"] > 0 and rng.random() < 0.25:
+                # added to the cart 5 s to 30 min later: no browse-abandonment email
                 self.pending.append((self._later(now_ms, 5000, 30 * _MIN), self._event(
                     c, "added_to_cart", now_ms, {"product_id": pid, "price": price, "quantity": 1})))
         return out
@@ -234,6 +276,63 @@ class Traffic:
             orjson.dumps({"event_id": "y", "contact_id": c["id"], "type": "consent_changed", "ts": now_ms,
                           "properties": {"channel": "fax", "status": "subscribed"}}),
         ])
+
+    # -- the catalogue --
+    def _update(self, pid: str, now_ms: int) -> dict:
+        """A product update as the shop sends it (docs/campaigns.md, "Catalog triggers")."""
+        p = self.catalog[pid]
+        p["changed_ms"] = now_ms
+        self.catalog_seq += 1
+        return {"event_id": f"u-{self.catalog_seq}-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}",
+                "product_id": pid, "type": "product_updated", "ts": format_ms(now_ms),
+                "properties": {"price": _money(p["price"]), "inventory": p["inventory"], "title": p["title"],
+                               "url": f"https://shop.example/p/{pid}"}}
+
+    def catalog_start(self, now_ms: int) -> list[dict]:
+        """The first update of every product (sets its price and stock; fires nothing)."""
+        return [self._update(pid, now_ms) for pid in self.catalog]
+
+    def catalog_tick(self, now_ms: int) -> list[dict]:
+        """Now and then (every 32-64 h of production time: 20-40 s at a 45 s window) one change of
+        the catalogue, in turn: a price drop of 10-30 %, a product sold out, restocked at the next
+        change, another running low (under 5), the end of the sale; then again."""
+        rng = self.rng
+        if self.next_catalog_ms is None:  # the first change once people have looked around
+            self.next_catalog_ms = self._later(now_ms, *_CATALOG_EVERY)
+            return []
+        if now_ms < self.next_catalog_ms:
+            return []
+        self.next_catalog_ms = self._later(now_ms, *_CATALOG_EVERY)
+        items = [(pid, p) for pid, p in self.catalog.items() if pid not in _STEADY]
+        choices = {"drop": [pid for pid, p in items if p["price"] == p["list_price"]],
+                   "sell_out": [pid for pid, p in items if p["inventory"] > 0],
+                   "restock": [pid for pid, p in items if p["inventory"] == 0],
+                   "low": [pid for pid, p in items if p["inventory"] >= LOW_STOCK_BELOW],
+                   "sale_over": [pid for pid, p in items if p["price"] < p["list_price"]]}
+        for _ in _CATALOG_PLAN:  # the next step of the plan that has a product to change
+            action = _CATALOG_PLAN[self.catalog_step % len(_CATALOG_PLAN)]
+            self.catalog_step += 1
+            pool = choices[action]
+            if pool:
+                break
+        else:
+            return []
+        # the most viewed since its last change (the most people to tell; not the one just changed)
+        pid = max(pool, key=lambda q: self.views[q])
+        self.views[pid] = 0
+        p = self.catalog[pid]
+        if action == "drop":
+            pct = rng.choice((10, 15, 20, 25, 30))
+            p["price"] = (p["list_price"] * (100 - pct) / 100).quantize(Decimal("0.01"))
+        elif action == "sale_over":
+            p["price"] = p["list_price"]
+        elif action == "sell_out":
+            p["inventory"] = 0
+        elif action == "low":
+            p["inventory"] = rng.randint(2, 4)
+        else:
+            p["inventory"] = rng.randint(15, 40)
+        return [self._update(pid, now_ms)]
 
     def name_of(self, contact_id: str) -> str:
         try:
@@ -271,6 +370,47 @@ def describe_change(rec: dict, window: str, abandoned_after: str, abandoned_expi
         return f"their order aged out (window {window}), recent interest still inside"
     what = {"email-espresso": "email open/click", "sms-espresso": "SMS click", "push-espresso": "push open"}
     return f"{what.get(seg, 'activity')} aged out (window {window})"
+
+
+def _money(d: Decimal) -> str:
+    return f"{d:.2f}"
+
+
+class ProductLine(NamedTuple):
+    """What the printer knows of a product, from the updates it read."""
+
+    title: str
+    price: str | None
+    inventory: int | None
+
+
+#: What a product update may fire (the `catalog:` kinds of campaign triggers).
+CATALOG_KINDS = ("price_drop", "back_in_stock", "low_stock")
+
+
+def describe_update(old: ProductLine | None, new: ProductLine) -> tuple[str, str, str]:
+    """(what changed, PRICE or STOCK, the change in words) of a product update: what changed is
+    a catalog trigger's kind (`CATALOG_KINDS`: price_drop "Moka pot 39.00 -> 31.20 (-20 %)",
+    back_in_stock "Moka pot back in stock (25)", low_stock "Moka pot: only 3 left") or a change
+    that fires nothing (first, sale_over, sold_out, stock, unchanged)."""
+    if old is None:
+        return "first", "NEW  ", f"{new.title} {new.price}, {new.inventory} in stock"
+    if new.price is not None and old.price is not None and new.price != old.price:
+        was, now = Decimal(old.price), Decimal(new.price)
+        if now < was:
+            pct = ((was - now) * 100 / was).quantize(Decimal("1"))
+            return "price_drop", "PRICE", f"{new.title} {old.price} -> {new.price} (-{pct} %)"
+        return "sale_over", "PRICE", f"{new.title} {old.price} -> {new.price} (sale over)"
+    a, b = old.inventory, new.inventory
+    if a is not None and b is not None and a != b:
+        if a == 0:
+            return "back_in_stock", "STOCK", f"{new.title} back in stock ({b})"
+        if b == 0:
+            return "sold_out", "STOCK", f"{new.title} sold out"
+        if a >= LOW_STOCK_BELOW > b:
+            return "low_stock", "STOCK", f"{new.title}: only {b} left"
+        return "stock", "STOCK", f"{new.title} stock {a} -> {b}"
+    return "unchanged", "     ", f"{new.title} unchanged"
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -354,11 +494,14 @@ class Topics(NamedTuple):
     messages: str | None = None  # None: no campaigns
     decisions: str | None = None
     conversions: str | None = None
+    catalog: str | None = None  # product updates (catalog triggers); None: no campaigns
 
     def partitions(self) -> dict[str, int]:
         counts = {self.events: 4, self.changes: 4, self.dlq: 1}
         if self.messages and self.decisions and self.conversions:
             counts.update({self.messages: 1, self.decisions: 1, self.conversions: 1})
+        if self.catalog:
+            counts[self.catalog] = 1
         return counts
 
 
@@ -375,6 +518,13 @@ def _port_free(port: int) -> bool:
 _REMEMBER = 100_000
 #: A message whose change has not been read yet waits this long for it, then is shown anyway.
 _JOIN_WAIT_S = 0.5
+#: Product updates remembered to find the one behind a catalog message (by its run id).
+_CATALOG_REMEMBER = 200
+#: How long the flow's contact events wait for product updates stamped before them (`run
+#: --catalog-lateness`, 2 s by default): the demo's shop stamps its updates as it sends them.
+#: An idle catalogue partition tells the shards its time this often too (`run --idle-emit`,
+#: 1 s by default), so a contact event waits 100-200 ms, not up to 3 s.
+_CATALOG_LATENESS = "100ms"
 
 
 class Demo:
@@ -405,6 +555,14 @@ class Demo:
         self.msg_latency: dict[str, list[int]] = {}  # channel -> ms from trigger event to message read
         self.due_latency: list[int] = []  # ms from due_at to message read (timed messages)
         self.decisions: Counter = Counter()
+        # catalog triggers: campaign id -> trigger kind; the products as read; the latest updates
+        # that may trigger (event id, trigger); updates read per kind; messages per campaign
+        self.catalog_campaigns: dict[str, str] = {}
+        self.products: dict[str, ProductLine] = {}
+        self.catalog_updates: deque[tuple[str, Trigger]] = deque(maxlen=_CATALOG_REMEMBER)
+        self.catalog_kinds: Counter = Counter()
+        self.catalog_sent: Counter = Counter()
+        self.catalog_decisions: Counter = Counter()  # (campaign id, outcome) -> decisions other than sent
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -419,15 +577,15 @@ class Demo:
                 bootstrap = external
                 tag = uuid.uuid4().hex[:6]
                 topics = Topics(f"demo-{tag}-contact-events", f"demo-{tag}-segment-changes", f"demo-{tag}-dlq",
-                                *((f"demo-{tag}-messages", f"demo-{tag}-decisions", f"demo-{tag}-conversions")
-                                  if campaigns else ()))
+                                *((f"demo-{tag}-messages", f"demo-{tag}-decisions", f"demo-{tag}-conversions",
+                                   f"demo-{tag}-catalog-events") if campaigns else ()))
                 self.say(f"espresso demo: using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS), topics "
                          f"{', '.join(t for t in topics if t)}")
             else:
                 broker = EmbeddedBroker(workdir).start()
                 bootstrap = broker.bootstrap
                 topics = Topics("contact-events", "segment-changes", "contact-events-dlq",
-                                *(("retargeting-messages", "retargeting-decisions", "conversions")
+                                *(("retargeting-messages", "retargeting-decisions", "conversions", "catalog-events")
                                   if campaigns else ()))
                 self.say(f"espresso demo: embedded broker (tansu, in memory) at {bootstrap}")
             # Every client of the demo from the one factory: a secured cluster works as for `run`.
@@ -443,6 +601,7 @@ class Demo:
                 camps.write_text(text)
                 self.event_campaigns = event_triggers(text)
                 self.sequences = sequence_steps(text)
+                self.catalog_campaigns = catalog_triggers(text)
             port = self._metrics_port()
             flow = self._start_flow(bootstrap, topics, segments, camps, port, workdir)
             where = (f"metrics at http://127.0.0.1:{port}/metrics, health /livez /readyz; " if port >= 0 else "")
@@ -454,6 +613,13 @@ class Demo:
                 self.say(f"espresso demo: built-in campaigns (espresso and shop automations) with every duration "
                          f"x {self.window}/72h, each message printed as it is read from {topics.messages}; "
                          f"campaigns: {camps}")
+                shop = ", ".join(f"{p['title']} {_money(p['price'])}" for pid, p in self.traffic.catalog.items()
+                                 if pid not in _STEADY)
+                every = "-".join(format_duration(round(ms * self.traffic.scale / 1000) * 1000)
+                                 for ms in _CATALOG_EVERY)
+                self.say(f"espresso demo: catalogue on {topics.catalog}: {shop}; every {every} a price drop "
+                         "(10-30 %), sell-out, restock or low stock, for the price-drop, back-in-stock and low-stock "
+                         "campaigns")
             self.say()
             self._loop(kafka, topics, flow, port)
         except KeyboardInterrupt:
@@ -495,9 +661,12 @@ class Demo:
         if campaigns is not None and topics.messages and topics.decisions and topics.conversions:
             argv += ["--campaigns", str(campaigns), "--messages-topic", topics.messages,
                      "--decisions-topic", topics.decisions, "--conversions-topic", topics.conversions]
+            if topics.catalog:
+                argv += ["--catalog-topic", topics.catalog, "--catalog-lateness", _CATALOG_LATENESS,
+                         "--idle-emit", _CATALOG_LATENESS]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         for var in ("ESPRESSO_CAMPAIGNS", "ESPRESSO_MESSAGES_TOPIC", "ESPRESSO_DECISIONS_TOPIC",
-                    "ESPRESSO_CONVERSIONS_TOPIC"):
+                    "ESPRESSO_CONVERSIONS_TOPIC", "ESPRESSO_CATALOG_TOPIC", "ESPRESSO_CATALOG_LATENESS"):
             env.pop(var, None)  # --no-campaigns means none, whatever the shell exports
         self.flow_log = workdir / "flow.log"
         log = None if self.s.verbose else open(self.flow_log, "wb")
@@ -519,14 +688,23 @@ class Demo:
                 flow.wait()
         return flow.returncode
 
-    def _producer_thread(self, kafka: KafkaConfig, topic: str) -> None:
+    def _produce_updates(self, p: Any, topic: str | None, updates: list[dict]) -> None:
+        if topic is None:
+            return
+        for u in updates:
+            p.produce(topic, orjson.dumps(u), u["product_id"].encode())
+            self.produced_at[u["event_id"]] = time.time_ns() // 1_000_000
+
+    def _producer_thread(self, kafka: KafkaConfig, topic: str, catalog: str | None = None) -> None:
         from confluent_kafka import Producer
 
         p = Producer(kafka.producer())
         interval = 1.0 / self.s.rate
         nxt = time.monotonic()
+        self._produce_updates(p, catalog, self.traffic.catalog_start(time.time_ns() // 1_000_000))
         while not self.stop.is_set():
             now_ms = time.time_ns() // 1_000_000
+            self._produce_updates(p, catalog, self.traffic.catalog_tick(now_ms))
             for ev in self.traffic.tick(now_ms):
                 p.produce(topic, orjson.dumps(ev), ev["contact_id"].encode())
                 produced_ms = time.time_ns() // 1_000_000
@@ -578,10 +756,10 @@ class Demo:
 
         consumer = Consumer(kafka.consumer("espresso-demo-printer"))
         md = consumer.list_topics(timeout=10)  # leaders known before assign: no 500 ms first-fetch delay
-        read = [t for t in (topics.changes, topics.dlq, topics.messages, topics.decisions) if t]
+        read = [t for t in (topics.catalog, topics.changes, topics.dlq, topics.messages, topics.decisions) if t]
         consumer.assign([TopicPartition(t, p, 0) for t in read for p in md.topics[t].partitions])
         self._wait_ready(port, flow)
-        producer = threading.Thread(target=self._producer_thread, args=(kafka, topics.events),
+        producer = threading.Thread(target=self._producer_thread, args=(kafka, topics.events, topics.catalog),
                                     name="demo-traffic", daemon=True)
         producer.start()
         self.t0 = time.monotonic()
@@ -605,8 +783,11 @@ class Demo:
             consumer.close()
 
     def _handle(self, batch: list, topics: Topics) -> None:
-        """Changes first, so a message read in the same batch as its change follows it."""
+        """Product updates and changes first, so a message read in the same batch as its trigger follows it."""
         batch = [m for m in batch if not m.error()]
+        for msg in batch:
+            if msg.topic() == topics.catalog:
+                self._show_update(msg)
         for msg in batch:
             if msg.topic() == topics.changes:
                 self._show_change(msg)
@@ -619,6 +800,8 @@ class Demo:
             elif msg.topic() == topics.decisions:
                 rec = orjson.loads(msg.value())
                 self.decisions[rec.get("outcome", "?")] += 1
+                if rec.get("campaign_id") in self.catalog_campaigns:
+                    self.catalog_decisions[(rec["campaign_id"], rec.get("outcome", "?"))] += 1
                 if rec.get("outcome") == "exited":
                     self.exited[rec.get("campaign_id")] += 1
         self._release()
@@ -644,6 +827,34 @@ class Demo:
         tail = "" if caused_by_event else s("  [time]", "2")
         self.say(f"{when}  {who:<16} {arrow}  {seg:<19} {why}{tail}")
 
+    def _show_update(self, msg: Any) -> None:
+        """A product update: one line (not the first of each product, listed at start); the
+        update a catalog campaign's messages will name."""
+        rec = orjson.loads(msg.value())
+        props, pid = rec.get("properties") or {}, rec.get("product_id", "?")
+        old = self.products.get(pid)
+        new = ProductLine(props.get("title") or (old.title if old else pid),
+                          props["price"] if "price" in props else (old.price if old else None),
+                          props["inventory"] if "inventory" in props else (old.inventory if old else None))
+        self.products[pid] = new
+        if old is None:
+            return
+        what, label, text = describe_update(old, new)
+        at_ms = parse_ts(rec["ts"])
+        self.catalog_kinds[what] += 1
+        if what in CATALOG_KINDS:
+            self.catalog_updates.append((rec["event_id"], Trigger(at_ms, what, self.produced_at.get(rec["event_id"]))))
+        s = self.style
+        self.say(f"{clock(at_ms)}  {'catalog':<16} {s(label, '1;35')}  {text}")
+
+    def _catalog_trigger(self, rec: dict) -> Trigger | None:
+        """The update behind a catalog message: its run is (contact, campaign, update id)."""
+        cid, camp, rid = rec.get("contact_id", ""), rec.get("campaign_id", ""), rec.get("run_id")
+        for event_id, trigger in reversed(self.catalog_updates):
+            if run_id(cid, camp, event_id) == rid:
+                return trigger
+        return None
+
     def _remember(self, change_id: str, trigger: Trigger) -> None:
         self.triggers[change_id] = trigger
         if len(self.triggers) > _REMEMBER:
@@ -656,9 +867,12 @@ class Demo:
         now = time.monotonic()
         keep = []
         for rec, read_ms, read_at in self.waiting:
-            by_event = rec.get("change_id") is None  # a run started by an event: known since it was produced
-            trigger = (self.run_triggers.get(rec.get("run_id") or "") if by_event
-                       else self.triggers.get(rec["change_id"]))
+            if rec.get("campaign_id") in self.catalog_campaigns:  # started by a product update, once it is read
+                by_event, trigger = False, self._catalog_trigger(rec)
+            else:
+                by_event = rec.get("change_id") is None  # a run started by an event: known since it was produced
+                trigger = (self.run_triggers.get(rec.get("run_id") or "") if by_event
+                           else self.triggers.get(rec["change_id"]))
             if trigger is not None or by_event or final or now - read_at >= _JOIN_WAIT_S:
                 self._show_message(rec, trigger, read_ms)
             else:
@@ -670,6 +884,8 @@ class Demo:
         self.sent[channel] += 1
         if rec.get("step_id"):
             self.steps[(rec.get("campaign_id"), rec["step_id"])] += 1
+        if rec.get("campaign_id") in self.catalog_campaigns:
+            self.catalog_sent[rec["campaign_id"]] += 1
         kind, ms = message_latency(rec, trigger, read_ms)
         if kind == "event":
             self.msg_latency.setdefault(channel, []).append(ms)
@@ -729,6 +945,14 @@ class Demo:
                     steps = ", ".join(f"{n} {st}" for n, st in counts if n)
                     self.say(f"  {campaign_id:<20} {total:>4} sent" + (f"   {steps}" if steps else "")
                              + (f"; {exited} run{'s' if exited != 1 else ''} exited" if exited else ""))
+            if self.catalog_campaigns:  # the catalogue's changes, and what the catalog campaigns sent
+                changes = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in self.catalog_kinds.most_common())
+                self.say(f"  {'catalog':<20} {sum(self.catalog_kinds.values()):>4} updates"
+                         + (f"   {changes}" if changes else ""))
+                for campaign_id in self.catalog_campaigns:  # sent, and why the others did not go out
+                    other = ", ".join(f"{o} {n}" for (c, o), n in self.catalog_decisions.most_common() if c == campaign_id)
+                    self.say(f"  {campaign_id:<20} {self.catalog_sent[campaign_id]:>4} sent"
+                             + (f"   {other}" if other else ""))
             if self.decisions:
                 self.say("  other decisions: " + ", ".join(f"{k} {v}" for k, v in self.decisions.most_common()))
         if code not in (None, 0):

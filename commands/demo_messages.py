@@ -6,8 +6,9 @@ the same treatment: every duration of the built-in campaign files (`state/builti
 campaigns-espresso.yaml` and `campaigns-shop.yaml`: delays, sequence steps, caps, re-entry,
 deferral limits, the durations of the segments they define) is multiplied by window / 72 h,
 so a 2 h delay becomes 1.3 s, the checkout series' 3 h reminder 1.9 s and the 16 h email cap
-10 s at the default window. What cannot shrink is dropped or widened, and the file says so
-in its header.
+10 s at the default window; so are the windows of the catalog triggers (a price drop reaches
+who viewed the product 30 d -> 450 s before; re-entry per product 7 d -> 105 s). What cannot
+shrink is dropped or widened, and the file says so in its header.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from state.builtin_names import BUILTIN_CAMPAIGN_FILES
 from state.campaigns.ids import run_hex, run_id as engine_run_id
 from state.timeutil import format_duration, parse_duration, parse_ts
 
-__all__ = ["PRODUCTION_WINDOW_MS", "demo_campaigns_yaml", "scaled_duration", "event_triggers", "sequence_steps",
-           "run_id", "Trigger", "message_text", "message_latency", "describe_message", "format_latency", "percentiles"]
+__all__ = ["PRODUCTION_WINDOW_MS", "demo_campaigns_yaml", "scaled_duration", "event_triggers", "catalog_triggers",
+           "sequence_steps", "run_id", "Trigger", "message_text", "message_latency", "describe_message",
+           "format_latency", "percentiles", "clock"]
 
 #: The window of the built-in espresso segments; the demo's `--window` stands for it.
 PRODUCTION_WINDOW_MS = 72 * 3_600_000
@@ -39,7 +41,14 @@ _AFTER = {
     "push_open": "the push open", "consent_changed": "the sign-up", "checkout_started": "the checkout",
     "order_placed": "the order", "profile_updated": "the profile update", "product_viewed": "the product view",
     "added_to_cart": "the add to cart",
+    # catalog triggers: the product update that started the run
+    "price_drop": "the price drop", "back_in_stock": "the restock", "low_stock": "the low-stock update",
 }
+#: A catalog campaign's deferral limit on a cap, in production time (the longest cap, 24 h).
+CATALOG_MAX_DEFER = "24h"
+#: Window keys of catalog triggers (docs/campaigns.md, "Catalog triggers"), and their default.
+_CATALOG_WINDOWS = ("viewed_within", "carted_within")
+_CATALOG_DEFAULT_WINDOW = "30d"
 TEXT_WIDTH = 56
 
 
@@ -79,6 +88,14 @@ def _scale_condition(node: Any, factor: float, where: str) -> Any:
 def _scale_campaign(c: dict, factor: float, where: str) -> dict:
     c = dict(c)
     c["trigger"] = {("on" if k is True else k): v for k, v in c["trigger"].items()}  # YAML 1.1 reads `on` as true
+    if c["trigger"].get("catalog"):  # who counts as a watcher: a view or cart within the (scaled) window
+        key = "carted_within" if c["trigger"]["catalog"] == "low_stock" else "viewed_within"
+        c["trigger"][key] = c["trigger"].get(key, _CATALOG_DEFAULT_WINDOW)
+        for k in _CATALOG_WINDOWS:
+            if c["trigger"].get(k) is not None:
+                c["trigger"][k] = _duration(c["trigger"][k], factor, f"{where}.trigger.{k}")
+        if c.get("caps", "skip") == "skip":  # wait for a cap rather than skip (see demo_campaigns_yaml)
+            c["caps"], c["max_defer"] = "defer", CATALOG_MAX_DEFER
     for key in ("delay", "max_defer"):
         if c.get(key) is not None:
             c[key] = _duration(c[key], factor, f"{where}.{key}")
@@ -120,8 +137,14 @@ def demo_campaigns_yaml(window_ms: int) -> str:
     every duration scaled by `window_ms` / 72 h, in one file.
 
     Scaled: `delay`, `max_defer`, `reentry.once_per`, every `steps[].after`, the caps (of the
-    first file that has them, as `--campaigns builtin` takes them) and the durations of the
-    segments the files define; triggers, `run_key` and `exit_when` are unchanged. Left out:
+    first file that has them, as `--campaigns builtin` takes them), the durations of the
+    segments the files define and the windows of catalog triggers (`viewed_within`,
+    `carted_within`: who viewed a product 30 d before its price drop is who viewed it 450 s
+    before at a 45 s window; re-entry, `once_per: 7d` per product, is 105 s); other trigger
+    options, `run_key` and `exit_when` are unchanged. Catalog campaigns that skip a message on a
+    cap wait for the cap instead (`caps: defer`, `max_defer` 24 h scaled): in the demo's first
+    minutes every contact is new and its welcome email has just taken its email cap, so most
+    price drops would go nowhere. Left out:
     date-triggered campaigns (the birthday at 09:00 local time: a clock time cannot be
     shortened, and the demo's contacts have no birthday). Quiet hours are off (an SMS
     deferred to 08:00 would never show); the staleness guard is 30 s and stale messages are
@@ -157,9 +180,13 @@ def demo_campaigns_yaml(window_ms: int) -> str:
         f"# {b}) on the demo's clock: every duration x {window}/72h like the\n"
         f"# segment window (delay 2h -> {_duration('2h', factor, 'example')}, checkout reminder 3h -> "
         f"{_duration('3h', factor, 'example')}, email cap 16h -> {_duration('16h', factor, 'example')},\n"
-        f"# win-back 90d -> {_duration('90d', factor, 'example')}); triggers, run_key and exit_when unchanged.\n"
+        f"# win-back 90d -> {_duration('90d', factor, 'example')}, price drop viewed_within 30d -> "
+        f"{_duration('30d', factor, 'example')});\n"
+        "# other trigger options, run_key and exit_when unchanged.\n"
         + (f"# Left out: {', '.join(left_out)} (a date trigger fires at a local clock time such as 09:00,\n"
            "# which cannot be shortened; the demo's contacts have no birthday either).\n" if left_out else "")
+        + f"# Catalog campaigns wait for a cap (caps: defer, max_defer {_duration(CATALOG_MAX_DEFER, factor, 'x')}) "
+        "instead of skipping: in the first\n# minutes every contact is new and its welcome took its email cap.\n"
         + "# No quiet hours (a local time such as 21:00 cannot be shortened); staleness guard "
         f"{DEMO_MAX_STALENESS}, stale messages still sent.\n")
     return header + yaml.dump(out, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096,
@@ -176,6 +203,12 @@ def event_triggers(campaigns_yaml: str) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def catalog_triggers(campaigns_yaml: str) -> dict[str, str]:
+    """Campaign id -> catalog trigger kind (price_drop, ...), for the campaigns started by product updates."""
+    return {c["id"]: c["trigger"]["catalog"] for c in (yaml.safe_load(campaigns_yaml) or {}).get("campaigns") or []
+            if (c.get("trigger") or {}).get("catalog")}
+
+
 def sequence_steps(campaigns_yaml: str) -> dict[str, tuple[str, ...]]:
     """Campaign id -> its step ids, for the campaigns of a campaign file that have `steps:`."""
     return {c["id"]: tuple(st["id"] for st in c["steps"])
@@ -190,11 +223,12 @@ def run_id(contact_id: str, campaign_id: str, event_id: str) -> str:
 
 # -- showing messages --------------------------------------------------------------------
 class Trigger(NamedTuple):
-    """What the demo knows about what started a message: the segment change it answers, or
-    the event that started its run (an event-triggered campaign: no change, no `change_id`)."""
+    """What the demo knows about what started a message: the segment change it answers, the
+    event that started its run (an event-triggered campaign: no change, no `change_id`), or
+    the product update (a catalog trigger: `event_type` is its kind, `price_drop`, ...)."""
 
-    at_ms: int  # the change's instant, or the event's (event time)
-    event_type: str | None  # the causing event's type; None: caused by time
+    at_ms: int  # the change's instant, or the event's or update's (event time)
+    event_type: str | None  # the causing event's type (or catalog kind); None: caused by time
     produced_ms: int | None  # wall clock when the demo produced the causing event, if known
 
 
@@ -241,7 +275,7 @@ def describe_message(rec: dict, who: str, trigger: Trigger | None, read_ms: int,
     `[time]`.
     """
     due = _ms(rec.get("due_at"))
-    when = _clock(due) if due is not None else "--:--:--.---"
+    when = clock(due) if due is not None else "--:--:--.---"
     chan = style(f"{_CHANNEL.get(rec.get('channel', ''), str(rec.get('channel', '?')).upper()):<5}", "1;36")
     campaign = (rec.get("campaign_id", "?") + (f"/{rec['step_id']}" if rec.get("step_id") else "")
                 + (f", variant {rec['variant']}" if rec.get("variant") else ""))
@@ -283,5 +317,6 @@ def _ms(iso: Any) -> int | None:
     return None if iso is None else parse_ts(iso)
 
 
-def _clock(ms: int) -> str:
+def clock(ms: int) -> str:
+    """An instant as the demo's lines start: local time to the millisecond."""
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone().strftime("%H:%M:%S.%f")[:-3]

@@ -10,9 +10,10 @@ import orjson
 import pytest
 import yaml
 
-from commands.demo import DemoSettings, Traffic, add_demo_args, demo_segments_yaml, describe_change
-from commands.demo_messages import (Trigger, demo_campaigns_yaml, describe_message, event_triggers, message_latency,
-                                    message_text, percentiles, run_id, sequence_steps)
+from commands.demo import (DemoSettings, ProductLine, Topics, Traffic, add_demo_args, demo_segments_yaml,
+                           describe_change, describe_update)
+from commands.demo_messages import (Trigger, catalog_triggers, demo_campaigns_yaml, describe_message, event_triggers,
+                                    message_latency, message_text, percentiles, run_id, sequence_steps)
 from state.definitions import parse_segments
 from state.errors import ConfigError
 from state.events import Invalid, parse_event
@@ -81,6 +82,65 @@ def test_shop_traffic_races_the_automations_on_the_demo_clock():
         "channel": "email", "status": "subscribed", "reason": "signup_form"} for e in evs)
 
 
+def test_the_shop_changes_its_catalogue_now_and_then_on_the_demo_clock():
+    """The shop's catalogue: a first update of every product at start (valid product updates
+    with a title, price and stock), then one change every 20-40 s at a 45 s window, the first a
+    price drop of 10-30 %: drops, ends of sales, sell-outs restocked at the next change, stock
+    falling under 5. Views and carts carry the current price; deterministic for a seed."""
+    from state.catalog.events import parse_catalog_event
+
+    def run(seed):
+        t = Traffic(contacts=80, seed=seed, window_ms=45_000)
+        t0 = 1_790_000_000_000
+        ups, evs = t.catalog_start(t0), []
+        for i in range(8 * 600):  # 10 minutes at 8 events/s
+            ups += t.catalog_tick(t0 + i * 125)
+            evs += t.tick(t0 + i * 125)
+        return t0, ups, evs
+    t0, ups, evs = run(7)
+    assert (ups, evs) == run(7)[1:]
+    first = ups[:6]
+    assert [u["ts"] for u in first] == [format_ms(t0)] * 6 and len({u["product_id"] for u in first}) == 6
+    for u in ups:
+        assert not isinstance(parse_catalog_event(orjson.dumps(u)), Invalid), u
+        assert u["type"] == "product_updated" and {"price", "inventory", "title", "url"} <= u["properties"].keys()
+    at = [int(datetime.fromisoformat(u["ts"]).timestamp() * 1000) for u in ups[6:]]
+    gaps = [b - a for a, b in zip([t0] + at, at)]
+    assert 14 <= len(at) <= 30 and all(19_000 <= g <= 41_000 for g in gaps), gaps
+    book, kinds = {}, []
+    for u in ups:
+        pr = u["properties"]
+        new = ProductLine(pr["title"], pr["price"], pr["inventory"])
+        kinds.append(describe_update(book.get(u["product_id"]), new)[0])
+        book[u["product_id"]] = new
+    assert kinds[:6] == ["first"] * 6 and kinds[6] == "price_drop"
+    assert {"price_drop", "sale_over", "sold_out", "back_in_stock", "low_stock"} <= set(kinds), kinds
+    for u, kind in zip(ups, kinds):  # a sell-out is restocked at the next change
+        if kind == "sold_out" and u is not ups[-1]:
+            assert kinds[ups.index(u) + 1] == "back_in_stock"
+    # views and carts carry the price of the moment: after the first drop, that product's new price
+    drop = ups[6]
+    after = [e for e in evs if e["type"] in ("product_viewed", "added_to_cart")
+             and e["properties"]["product_id"] == drop["product_id"] and e["ts"] > drop["ts"]]
+    assert after and after[0]["properties"]["price"] == drop["properties"]["price"]
+    assert Topics("e", "c", "d", "m", "dec", "conv", "cat").partitions()["cat"] == 1
+
+
+def test_catalogue_updates_are_one_line_each():
+    """A product update in words: the price drop with its percentage, the end of a sale, sold
+    out, back in stock, running low; what it may fire (a catalog trigger's kind) first."""
+    cups = ProductLine("Espresso cups", "24.00", 20)
+    assert describe_update(cups, cups._replace(price="19.20")) == (
+        "price_drop", "PRICE", "Espresso cups 24.00 -> 19.20 (-20 %)")
+    assert describe_update(cups._replace(price="19.20"), cups) == (
+        "sale_over", "PRICE", "Espresso cups 19.20 -> 24.00 (sale over)")
+    assert describe_update(cups, cups._replace(inventory=0))[::2] == ("sold_out", "Espresso cups sold out")
+    assert describe_update(cups._replace(inventory=0), cups) == ("back_in_stock", "STOCK", "Espresso cups back in stock (20)")
+    assert describe_update(cups, cups._replace(inventory=3)) == ("low_stock", "STOCK", "Espresso cups: only 3 left")
+    assert describe_update(cups._replace(inventory=4), cups._replace(inventory=3))[0] == "stock"  # already low
+    assert describe_update(None, cups)[0] == "first"
+
+
 def test_changes_are_described_in_words():
     """An event-caused change names what the person did; a time-caused one what aged out."""
     ev = lambda seg, d, typ: {"segment_id": seg, "direction": d, "cause": {"kind": "event", "type": typ}}  # noqa: E731
@@ -147,6 +207,16 @@ def test_demo_campaigns_are_the_builtin_ones_on_the_demo_clock(tmp_path):
     assert event_triggers(text) == {"order_placed": ("post-purchase", "cross-sell"),
                                     "checkout_started": ("checkout-series",),
                                     "product_viewed": ("browse-abandonment",), "consent_changed": ("welcome-series",)}
+    # catalog triggers: who viewed or carted within the window on the demo's clock, re-entry per product too
+    assert [(by_id[c].catalog.kind, by_id[c].catalog.within_ms, by_id[c].reentry_ms)
+            for c in ("price-drop", "back-in-stock", "low-stock")] == [
+        ("price_drop", 450_000, 105_000), ("back_in_stock", 450_000, 105_000), ("low_stock", 105_000, 105_000)]
+    assert str(by_id["price-drop"].catalog.drop) == "10%" and by_id["low-stock"].catalog.below == 5
+    # they wait for a cap (in the first minutes every welcome has just taken it) rather than skip
+    assert {(by_id[c].cap_policy, by_id[c].max_defer_ms) for c in ("price-drop", "back-in-stock", "low-stock")} == {
+        ("defer", 15_000)}
+    assert catalog_triggers(text) == {"price-drop": "price_drop", "back-in-stock": "back_in_stock",
+                                      "low-stock": "low_stock"}
     # a tiny window still gives valid (positive, ordered) durations
     _, small = _demo_campaigns(tmp_path, "5s", "2s", "8s")
     assert all(c.delay_ms >= 0 and c.max_defer_ms >= 1 for c in small.campaigns)
@@ -157,23 +227,27 @@ def test_demo_traffic_gives_campaigns_what_they_need(tmp_path):
     """Replayed through the demo segments and campaigns, the synthetic shop sends on every
     campaign and every checkout-series step: contacts have consent, an address per consented
     channel and a first name; paid checkouts end their series, carts their browse reminder;
-    the demo finds the event behind every message of an event-triggered run by its run_id."""
+    the demo finds the event behind every message of an event-triggered run by its run_id. With
+    the shop's catalogue updates, the catalog campaigns send too, at the update's instant, and
+    the demo finds the update behind each of their messages by its run_id."""
     from flows.replay import replay
 
     segs, camps = _demo_campaigns(tmp_path)
     (tmp_path / "demo-segments.yaml").write_text(demo_segments_yaml("45s", "15s", "1m"))
     t = Traffic(contacts=60, seed=3)
-    evs = []
+    evs, updates = [], t.catalog_start(1_790_000_000_000)
     for i in range(1500):
+        updates += t.catalog_tick(1_790_000_000_000 + i * 125)
         evs += t.tick(1_790_000_000_000 + i * 125)
     profiles = [e["properties"] for e in evs if e["type"] == "profile_updated"]
     assert all(p["first_name"] and p["email"].endswith("@example.com") for p in profiles)
     assert any("phone" in p for p in profiles) and any("push_token" in p for p in profiles)
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in evs) + b"\n")
+    (tmp_path / "catalog.jsonl").write_bytes(b"\n".join(orjson.dumps(u) for u in updates) + b"\n")
     # until 25 min after: the win-back's 90 days are 22.5 min on the demo's clock
     res = replay(tmp_path / "events.jsonl", 1_790_000_000_000 + 1500 * 125 + 25 * 60_000, tmp_path / "changes.jsonl",
                  tmp_path / "demo-segments.yaml", campaigns=str(tmp_path / "demo-campaigns.yaml"), progress=False,
-                 parse_ahead=False)
+                 parse_ahead=False, catalog=tmp_path / "catalog.jsonl")
     messages = [orjson.loads(line) for line in (tmp_path / "changes.messages.jsonl").read_bytes().splitlines()]
     decisions = [orjson.loads(line) for line in (tmp_path / "changes.decisions.jsonl").read_bytes().splitlines()]
     assert res.messages == len(messages) > 0
@@ -193,12 +267,23 @@ def test_demo_traffic_gives_campaigns_what_they_need(tmp_path):
         for cid in triggers.get(e["type"], ()):
             runs[run_id(e["contact_id"], cid, e["event_id"])] = Trigger(
                 int(datetime.fromisoformat(e["ts"]).timestamp() * 1000), e["type"], None)
-    by_event = [m for m in messages if m["change_id"] is None]
+    catalog = catalog_triggers(demo_campaigns_yaml(45_000))
+    by_event = [m for m in messages if m["change_id"] is None and m["campaign_id"] not in catalog]
     assert by_event and all(m["segment_id"] is None and m["run_id"] in runs for m in by_event)
     kept = next(m for m in by_event if m["step_id"] == "kept" and
                 datetime.fromisoformat(m["due_at"]).timestamp() * 1000 - runs[m["run_id"]].at_ms == 1900)
     line = describe_message(kept, "c-0001 (Mia)", runs[kept["run_id"]], 0)
     assert f'"{kept["subject"]}"  (checkout-series/kept)  ' in line and line.endswith(" after due  [1.9s after the checkout]")
+
+    # catalog runs: (contact, campaign, update id), due at the update's instant (later: deferred for a cap)
+    at = {u["event_id"]: datetime.fromisoformat(u["ts"]) for u in updates}
+    by_update = [m for m in messages if m["campaign_id"] in catalog]
+    delays = []
+    for m in by_update:
+        update = [e for e in at if run_id(m["contact_id"], m["campaign_id"], e) == m["run_id"]]
+        assert len(update) == 1, m
+        delays.append((datetime.fromisoformat(m["due_at"]) - at[update[0]]).total_seconds())
+    assert by_update and 0 in delays and all(0 <= d <= 15 for d in delays), delays
 
 
 def _message(**over):
@@ -269,19 +354,22 @@ def test_message_lines_of_sequence_steps_name_the_step_and_the_event_that_starte
     # produced but not known when: at its instant, it is still "at" the event
     assert describe_message(welcome, who, Trigger(at, "consent_changed", None), at + 30).endswith(
         "(welcome-series/welcome)  30 ms after due  [at the sign-up]")
+    # a catalog campaign's message: at the update's instant, measured from producing the update
+    drop = _message(campaign_id="price-drop", subject="Sofia, Moka pot is now 31.20", **event_run)
+    assert describe_message(drop, who, Trigger(at, "price_drop", at + 1), at + 41).endswith(
+        '  EMAIL  "Sofia, Moka pot is now 31.20"  (price-drop)  40 ms after the price drop')
+    assert describe_message(drop, who, Trigger(at, "back_in_stock", at + 1), at + 41).endswith("after the restock")
     miss = _message(campaign_id="win-back", step_id="miss-you", segment_id="lapsed-customer", variant=None,
                     subject="Sofia, we miss you", run_id="77aa")
     assert describe_message(miss, who, Trigger(at, None, None), at + 2000).endswith(
         '"Sofia, we miss you"  (win-back/miss-you)  2.00 s after due  [time]')
 
 
-@pytest.mark.integration
-def test_demo_prints_the_steps_of_the_shop_sequences_live():
-    """`espresso demo` on its embedded broker (a real Kafka-protocol broker, tansu): the checkout
-    series' steps go out for abandoned checkouts with the event that started them, sign-ups get
-    the welcome at once, paid checkouts end their series, and the summary counts steps and exits."""
+@pytest.fixture(scope="module")
+def live_demo() -> str:
+    """What `espresso demo` prints in 20 s on its embedded broker (a real Kafka-protocol broker,
+    tansu) with a 5 s window (the catalogue changes every 2-4 s), shared by the live tests."""
     import os
-    import re
     import subprocess
     import sys
 
@@ -297,7 +385,20 @@ def test_demo_prints_the_steps_of_the_shop_sequences_live():
     out = res.stdout
     assert res.returncode == 0 and "embedded broker" in out, out[-2000:] + res.stderr[-2000:]
     assert "the flow exited" not in out, out[-3000:]
-    msg = r'^\d\d:\d\d:\d\d\.\d{3}  c-\d{4} \(\w+\) +EMAIL  "[^"]+"  '
+    return out
+
+
+_MSG = r'^\d\d:\d\d:\d\d\.\d{3}  c-\d{4} \(\w+\) +EMAIL  "[^"]+"  '
+
+
+@pytest.mark.integration
+def test_demo_prints_the_steps_of_the_shop_sequences_live(live_demo):
+    """The checkout series' steps go out for abandoned checkouts with the event that started
+    them, sign-ups get the welcome at once, paid checkouts end their series, and the summary
+    counts steps and exits."""
+    import re
+
+    out, msg = live_demo, _MSG
     # a later step of a run started by an event: after due, then how long after which event (3h -> 210ms)
     kept = re.findall(msg + r"\(checkout-series/kept\)  -?\d+(?:\.\d\d s| ms) after due  "
                       r"\[(\d+ms|[\d.]+s) after the checkout\]$", out, re.M)
@@ -305,6 +406,28 @@ def test_demo_prints_the_steps_of_the_shop_sequences_live():
     assert re.search(msg + r"\(welcome-series/welcome\)  \d+(\.\d\d s| ms) after the sign-up$", out, re.M)
     assert re.search(r"^  checkout-series +\d+ sent   \d+ kept.*; \d+ runs? exited$", out, re.M), out[-1500:]
     assert re.search(r"^  other decisions: .*exited \d+", out, re.M)
+
+
+@pytest.mark.integration
+def test_demo_shows_catalog_triggers_live(live_demo):
+    """The shop's catalogue changes on `catalog-events` are one `catalog` line each, and the
+    built-in catalog campaigns write to who viewed the product: a price-drop (or back-in-stock)
+    message at the update's instant, measured from producing it, or later if a cap deferred it;
+    the summary counts both."""
+    import re
+
+    out = live_demo
+    assert "catalogue on catalog-events: Espresso beans 1 kg 14.50, Moka pot 39.00" in out
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3}  catalog +PRICE  [^\n]+ \d+\.\d\d -> \d+\.\d\d \(-\d+ %\)$",
+                     out, re.M), out[-3000:]
+    lines = re.findall(_MSG + r"\((price-drop|back-in-stock)\)  -?\d+(?:\.\d\d s| ms) after (?:the (price drop|restock)"
+                       r"|due  \[(?:\d+ms|[\d.]+s) after the (price drop|restock)\])$", out, re.M)
+    assert lines and all((c, at or deferred) in {("price-drop", "price drop"), ("back-in-stock", "restock")}
+                         for c, at, deferred in lines), out[-3000:]
+    updates = re.search(r"^  catalog +(\d+) updates   .*price drop \d+", out, re.M)
+    assert updates and int(updates[1]) >= 3, out[-1500:]
+    sent = re.search(r"^  price-drop +(\d+) sent", out, re.M), re.search(r"^  back-in-stock +(\d+) sent", out, re.M)
+    assert all(sent) and int(sent[0][1]) + int(sent[1][1]) >= len(lines), out[-1500:]
 
 
 def test_demo_settings_are_typed_and_bad_values_are_one_line():
