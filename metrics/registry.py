@@ -89,6 +89,9 @@ METRIC_NAMES: dict[str, str] = {
     "espresso_conversions": "counter",
     "espresso_conversion_revenue": "counter",
     "espresso_touches_ignored": "counter",
+    "espresso_snapshots": "counter",
+    "espresso_snapshot_seconds": "counter",
+    "espresso_snapshot_bytes": "counter",
     "espresso_catalog_updates": "counter",
     "espresso_catalog_triggers": "counter",
     "espresso_catalog_late_updates": "counter",
@@ -285,6 +288,11 @@ class EspressoMetrics:
         self._touches_ignored = counter("espresso_touches_ignored", "Touches attributed to nothing: naming no "
                                         "message released to that contact (unknown), or a privacy proxy's open "
                                         "(machine).", ("reason",))
+        self._snapshots = counter("espresso_snapshots", "State snapshots of shards written for recovery (one per "
+                                  "shard and epoch in which it changed).")
+        self._snapshot_seconds = counter("espresso_snapshot_seconds", "Time spent making shard snapshots (copy "
+                                         "and pickle): its rate is the share of the time the flow spends on them.")
+        self._snapshot_bytes = counter("espresso_snapshot_bytes", "Bytes of the shard snapshots written.")
         self._catalog_updates = counter("espresso_catalog_updates", "Valid product updates read from the "
                                         "catalogue input.")
         self._catalog_triggers = counter("espresso_catalog_triggers", "Runs product updates started: (contact, "

@@ -54,7 +54,7 @@ class ShardState:
     """Immutable snapshot of a shard, small enough to write every epoch."""
 
     fingerprint: str
-    cids: list
+    cids: list | bytes  # bytes: the ids joined by NUL (`pack_ids`), which pickles 10x faster
     ints: list
     floats: list
     objects: list
@@ -82,7 +82,7 @@ class Shard:
                     "snapshot was written for other segment definitions "
                     f"({state.fingerprint} != {program.fingerprint}); start from an empty "
                     "recovery directory or restore the definitions it was made with")
-            self.cids = list(state.cids)
+            self.cids = unpack_ids(state.cids)
             self.I = [array("q", a) for a in state.ints]
             self.F = [array("d", a) for a in state.floats]
             self.O = [list(o) for o in state.objects]
@@ -110,7 +110,7 @@ class Shard:
 
     def snapshot(self) -> ShardState:
         return ShardState(
-            self.program.fingerprint, list(self.cids), [array("q", a) for a in self.I],
+            self.program.fingerprint, pack_ids(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
             list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy())
 
@@ -341,6 +341,21 @@ class Shard:
                 return nxt
             t = nxt
         return None
+
+
+def pack_ids(cids: list[str]) -> list[str] | bytes:
+    """The contact ids as one UTF-8 string joined by NUL, unless an id holds a NUL (then the
+    list): a million short strings pickle in ~0.45 s, one blob in a few ms."""
+    joined = "\x00".join(cids)
+    if joined.count("\x00") != max(0, len(cids) - 1) or cids == [""]:
+        return list(cids)
+    return joined.encode("utf-8", "surrogatepass")
+
+
+def unpack_ids(packed: list[str] | bytes) -> list[str]:
+    if isinstance(packed, bytes):
+        return packed.decode("utf-8", "surrogatepass").split("\x00") if packed else []
+    return list(packed)
 
 
 def _clone_seen(seen: SeenIds) -> SeenIds:
