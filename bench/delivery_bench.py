@@ -95,10 +95,14 @@ class _Http(asyncio.Protocol):
         method, path = request_line
         if method == "POST":
             now = time.time_ns()
-            self.stats.keys[key] = self.stats.keys.get(key, 0) + 1
-            t_ns = orjson.loads(body).get("data", {}).get("t_ns")
-            if t_ns:
-                self.stats.latencies_ns.append(now - t_ns)
+            if body.startswith(b'{"messages"'):  # the webhook's batch option: one result per message
+                records = orjson.loads(body)["messages"]
+                for record in records:
+                    self.accepted(record["message_id"], record, now)
+                self.reply_json(orjson.dumps({"results": [{"message_id": r["message_id"], "status": 200}
+                                                          for r in records]}))
+                return
+            self.accepted(key, orjson.loads(body), now)
             self.transport.write(self.RESPONSE)
             return
         if path == "/reset":
@@ -110,6 +114,13 @@ class _Http(asyncio.Protocol):
                                     "duplicates": sum(n - 1 for n in keys.values() if n > 1),
                                     "latencies_ns": self.stats.latencies_ns})
         self.reply_json(payload)
+
+    def accepted(self, key: str, record: dict, now: int) -> None:
+        """One message arrived (alone or in a batch): count its key, note its latency."""
+        self.stats.keys[key] = self.stats.keys.get(key, 0) + 1
+        t_ns = record.get("data", {}).get("t_ns")
+        if t_ns:
+            self.stats.latencies_ns.append(now - t_ns)
 
     def reply_json(self, payload: bytes) -> None:
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"

@@ -103,14 +103,15 @@ campaigns:
 
 # -- the provider: delivery_bench's server, noting who arrived when --------------------------
 class _E2EHttp(_Http):
+    def accepted(self, key: str, record: dict, now: int) -> None:
+        self.stats.keys[key] = self.stats.keys.get(key, 0) + 1
+        if self.stats.keys[key] == 1:
+            self.stats.latencies_ns.append((record.get("contact_id"), key, now))
+
     def handle(self, request_line: list[str], key: str, body: bytes) -> None:
         method, path = request_line
         if method == "POST":
-            now = time.time_ns()
-            self.stats.keys[key] = self.stats.keys.get(key, 0) + 1
-            if self.stats.keys[key] == 1:
-                self.stats.latencies_ns.append((orjson.loads(body).get("contact_id"), key, now))
-            self.transport.write(self.RESPONSE)
+            super().handle(request_line, key, body)
             return
         if path == "/reset":
             self.stats.reset()
@@ -206,10 +207,12 @@ class Bench:
         stamp = uuid.uuid4().hex[:6]
         p = args.partitions
         self.topics = {name: f"e2e-{stamp}-{name}" for name in
-                       ("events", "changes", "dlq", "messages", "decisions", "delivered", "delivery-dlq")}
+                       ("events", "changes", "dlq", "messages", "decisions", "delivered", "delivery-dlq",
+                        "conversions")}
         create_topics(bootstrap, {self.topics["events"]: p, self.topics["changes"]: p, self.topics["dlq"]: 1,
                                   self.topics["messages"]: p, self.topics["decisions"]: 1,
-                                  self.topics["delivered"]: 1, self.topics["delivery-dlq"]: 1})
+                                  self.topics["delivered"]: 1, self.topics["delivery-dlq"]: 1,
+                                  self.topics["conversions"]: 1})
         self.source = make_producer(bootstrap, parse_settings(args.source_producer_settings))
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: list = []
@@ -225,7 +228,7 @@ class Bench:
                "--input-topic", self.topics["events"], "--output-topic", self.topics["changes"],
                "--dlq-topic", self.topics["dlq"], "--campaigns", str(camps),
                "--messages-topic", self.topics["messages"], "--decisions-topic", self.topics["decisions"],
-               "--metrics-port", str(self.metrics_port), "-w", "1"]
+               "--conversions-topic", self.topics["conversions"], "--metrics-port", str(self.metrics_port), "-w", "1"]
         if a.recovery:
             run += ["--recovery-dir", str(self.workdir / "recovery"), "--epoch-interval", a.epoch_interval]
         run += a.espresso_args.split()

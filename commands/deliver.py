@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
 #: a channel setting as its config names it -> the variable it comes from, for messages
 _CHANNEL_VARS = {
     "webhook": {"url": "ESPRESSO_WEBHOOK_URL", "timeout_s": "ESPRESSO_WEBHOOK_TIMEOUT",
-                "max_attempts": "ESPRESSO_WEBHOOK_MAX_ATTEMPTS"},
+                "max_attempts": "ESPRESSO_WEBHOOK_MAX_ATTEMPTS", "batch_size": "ESPRESSO_WEBHOOK_BATCH"},
     "smtp": {"host": "ESPRESSO_SMTP_HOST", "port": "ESPRESSO_SMTP_PORT", "from_addr": "ESPRESSO_SMTP_FROM"},
 }
 
@@ -92,7 +92,8 @@ _CHANNEL_VARS = {
 #: numeric channel variables: (variable, type, what to give)
 _CHANNEL_NUMBERS = {
     "webhook": (("ESPRESSO_WEBHOOK_TIMEOUT", float, "seconds, such as 5 or 2.5"),
-                ("ESPRESSO_WEBHOOK_MAX_ATTEMPTS", int, "a whole number such as 4")),
+                ("ESPRESSO_WEBHOOK_MAX_ATTEMPTS", int, "a whole number such as 4"),
+                ("ESPRESSO_WEBHOOK_BATCH", int, "a whole number of messages per request such as 100")),
     "smtp": (("ESPRESSO_SMTP_PORT", int, "a port such as 587"),),
 }
 
@@ -138,7 +139,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
     from flows.deliver import deliver
-    from metrics.health import HEALTH
+    from metrics.health import DELIVER_HEALTH
     from metrics.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -148,7 +149,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     channels = build_channels()
     if settings.metrics_port >= 0:
         try:
-            serve(settings.metrics_port, ready=HEALTH.ready, live=HEALTH.live)
+            serve(settings.metrics_port, ready=DELIVER_HEALTH.ready, live=DELIVER_HEALTH.live)
         except OSError as exc:
             raise ConfigError(f"--metrics-port {settings.metrics_port} (ESPRESSO_METRICS_PORT): cannot listen: "
                               f"{exc.strerror}; pick another port or -1 to disable") from None

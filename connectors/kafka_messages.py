@@ -4,6 +4,11 @@
 `Sender(dead_letter=..., on_result=...)`: dead letters go to `retargeting-messages-dlq` with
 header `espresso-reason`, decisions to `retargeting-decisions`. Its producer comes from the
 one Kafka client factory (`KafkaConfig.producer()`: idempotent, `acks=all`, security).
+
+`espresso deliver` writes one decision per message, so a write is kept to the encoding and
+the `produce`: librdkafka reports only failed deliveries (`delivery.report.only.error`, one
+producer-wide callback instead of a Python call per record) and the produced-records metric
+is counted locally and published on `flush` (deliver flushes before every commit).
 """
 
 from __future__ import annotations
@@ -36,11 +41,14 @@ class KafkaRecordWriter:
     def __init__(self, kafka: KafkaConfig, metrics: EspressoMetrics | None = None) -> None:
         try:
             # Decisions are not on the latency path: a longer linger batches them.
-            self._producer = Producer(kafka.producer(**{"linger.ms": 20}))
+            self._producer = Producer(kafka.producer(**{"linger.ms": 20, "delivery.report.only.error": True,
+                                                        "on_delivery": self._delivered}))
         except KafkaException as exc:
             raise DeliveryConfigError(f"kafka record writer: {exc}") from exc
         self.metrics = metrics or get_metrics()
         self.errors = 0
+        self._produced: dict[str, int] = {}  # topic -> records not yet counted on the metrics
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="espresso-kafka-records", daemon=True)
         self._thread.start()
@@ -61,8 +69,9 @@ class KafkaRecordWriter:
         value = orjson.dumps(record)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._delivered)
-                self.metrics.on_produced(topic)
+                self._producer.produce(topic, value, key, headers=headers)
+                with self._lock:
+                    self._produced[topic] = self._produced.get(topic, 0) + 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -83,7 +92,11 @@ class KafkaRecordWriter:
         return decision
 
     def flush(self, timeout: float = 30.0) -> int:
-        """Records still not acknowledged after `timeout` seconds."""
+        """Records still not acknowledged after `timeout` seconds; publishes the produced counts."""
+        with self._lock:
+            produced, self._produced = self._produced, {}
+        for topic, n in produced.items():
+            self.metrics.on_produced(topic, n)
         return self._producer.flush(timeout)
 
     def close(self, timeout: float = 30.0) -> int:

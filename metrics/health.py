@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable
 
-__all__ = ["Health", "HEALTH"]
+__all__ = ["DELIVER_HEALTH", "DeliverHealth", "HEALTH", "Health"]
 
 
 class Health:
@@ -89,3 +89,49 @@ class Health:
 
 
 HEALTH = Health()
+
+
+class DeliverHealth:
+    """Liveness and readiness of `espresso deliver` (its own, as it runs no dataflow).
+
+    - live: the consume loop turns (it beats at every poll and while it waits for the sender
+      to finish a batch) and the sender thread runs. A provider or Redis that is slow or down
+      keeps it live: a restart would not help, and the sender resumes by itself.
+    - ready: the consumer joined its group (an assignment, even empty with more processes
+      than partitions, was received), Redis answers, and no stop was requested.
+    """
+
+    def __init__(self, stall_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s, self.clock = stall_s, clock
+        self.reset()
+
+    def reset(self, store_down: Callable[[], bool] = lambda: False,
+              sender_alive: Callable[[], bool] = lambda: True) -> None:
+        self.started = self.clock()
+        self.last_beat: float | None = None
+        self.joined = False
+        self.stopping = False
+        self._store_down, self._sender_alive = store_down, sender_alive
+
+    def beat(self) -> None:
+        self.last_beat = self.clock()
+
+    def live(self) -> tuple[bool, str]:
+        if not self._sender_alive():
+            return False, "sender stopped"
+        since = self.clock() - (self.last_beat if self.last_beat is not None else self.started)
+        if since > self.stall_s:
+            return False, f"consume loop stalled for {since:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if not self.joined:
+            return False, "joining the consumer group"
+        if self._store_down():
+            return False, "Redis unreachable: sending paused"
+        return True, "ok"
+
+
+DELIVER_HEALTH = DeliverHealth()

@@ -470,10 +470,35 @@ class EspressoMetrics:
         """One delivery attempt through `channel` took `seconds`."""
         self._send.labels(self._channels(channel)).observe(max(0.0, seconds))
 
+    def observe_sends(self, channel: str, seconds: Iterable[float]) -> None:
+        """Many `observe_send`s with one label lookup (`espresso deliver` records per batch)."""
+        child = self._send.labels(self._channels(channel))
+        for s in seconds:
+            child.observe(max(0.0, s))
+
     # -- state and time ----------------------------------------------------------------------
     def set_state(self, contacts: int, timers: int, *, shard: Hashable = 0) -> None:
         """Contacts held and timers pending in `shard` now (the exposition sums the shards)."""
         self._shards.set_state(shard, contacts, timers)
+
+    def on_snapshot(self, seconds: float, nbytes: int) -> None:
+        """One shard's snapshot took `seconds` and `nbytes`."""
+        self._snapshots.inc()
+        self._snapshot_seconds.inc(max(0.0, seconds))
+        self._snapshot_bytes.inc(nbytes)
+
+    def on_catalog_updates(self, n: int) -> None:
+        self._catalog_updates.inc(n)
+
+    def on_catalog_triggers(self, campaign: str, n: int) -> None:
+        self._catalog_triggers.labels(self._campaigns(campaign)).inc(n)
+
+    def on_catalog_late(self, n: int) -> None:
+        self._catalog_late.inc(n)
+
+    def set_catalog(self, watches: int, waiting: int, *, shard: Hashable = 0) -> None:
+        """Watch entries and events waiting in the aligner of `shard` (the exposition sums the shards)."""
+        self._shards.set_catalog(shard, watches, waiting)
 
     def set_watermark(self, watermark_epoch_s: float, now_epoch_s: float | None = None, *,
                       shard: Hashable = 0) -> None:

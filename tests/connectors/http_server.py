@@ -4,6 +4,11 @@
 a status (with headers) after an optional delay, or a dropped connection. The server counts
 requests, the peak number answered at once, and the messages it accepted (2xx) by
 `Idempotency-Key`, which is what "delivered" means for a provider.
+
+A batch (`{"messages": [...]}`, the webhook's batch option) gets `behaviour` for the whole
+request and, when that is a 2xx, `{"results": [...]}` with `item_status(n, message)` for each
+message (None leaves it out of the answer); the messages answered 2xx count as accepted by
+their `message_id`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class WebhookServer:
     def reset(self, behaviour: Callable[[int, dict], Reply] | None = None) -> None:
         with self._lock:
             self.behaviour = behaviour or (lambda n, m: OK)
+            self.item_status: Callable[[int, dict], int | None] = lambda n, m: 200
             self.requests = 0
             self.active = 0
             self.peak = 0
@@ -99,12 +105,24 @@ class WebhookServer:
                 assert request.transport is not None
                 request.transport.abort()
                 raise asyncio.CancelledError()
-            if 200 <= reply.status < 300:
+            text = "{}"
+            if 200 <= reply.status < 300 and isinstance(body, dict) and "messages" in body:
+                results = []
+                with self._lock:
+                    for m in body["messages"]:
+                        status = self.item_status(n, m)
+                        if status is not None:
+                            results.append({"message_id": m["message_id"], "status": status})
+                        if status is not None and 200 <= status < 300:
+                            self.accepted[m["message_id"]] += 1
+                            self.received_at.setdefault(m["message_id"], time.time())
+                text = orjson.dumps({"results": results}).decode()
+            elif 200 <= reply.status < 300:
                 key = request.headers.get("Idempotency-Key", "")
                 with self._lock:
                     self.accepted[key] += 1
                     self.received_at.setdefault(key, time.time())
-            return web.Response(status=reply.status, headers=reply.headers, text="{}",
+            return web.Response(status=reply.status, headers=reply.headers, text=text,
                                 content_type="application/json")
         finally:
             with self._lock:

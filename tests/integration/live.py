@@ -512,18 +512,22 @@ class SteadyProducer(threading.Thread):
 # -- espresso deliver --------------------------------------------------------------------------
 class Deliver:
     """`espresso deliver` in a subprocess (webhook channel); its log goes to a file shown when
-    something fails. `metrics_port` -1: no /metrics; `webhook_timeout`: ESPRESSO_WEBHOOK_TIMEOUT."""
+    something fails. `metrics_port` -1: no /metrics; `webhook_timeout`: ESPRESSO_WEBHOOK_TIMEOUT;
+    `env`: more variables (e.g. ESPRESSO_WEBHOOK_BATCH)."""
 
     def __init__(self, tmp: Path, bootstrap: str, redis_url: str, webhook_url: str, topics: dict[str, str],
-                 group: str, name: str = "deliver", metrics_port: int = -1, webhook_timeout: str | None = None) -> None:
+                 group: str, name: str = "deliver", metrics_port: int = -1, webhook_timeout: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         from tests.servers import FAST_GROUP_CONFIG
 
         self.log_path = tmp / f"{name}.log"
+        extra = env
         env = dict(os.environ, PYTHONPATH=str(ROOT), ESPRESSO_WEBHOOK_URL=webhook_url,
                    KAFKA_CONSUMER_SETTINGS=",".join(f"{k}={v}" for k, v in
                                                     {**FAST_GROUP_CONFIG, "fetch.wait.max.ms": 20}.items()))
         if webhook_timeout is not None:
             env["ESPRESSO_WEBHOOK_TIMEOUT"] = webhook_timeout
+        env.update(extra or {})
         for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "ESPRESSO_SMTP_HOST", "KAFKA_PRODUCER_SETTINGS"):
             env.pop(var, None)
         argv = [sys.executable, "-m", "commands.cli", "deliver", "--bootstrap-servers", bootstrap, "--redis-url",

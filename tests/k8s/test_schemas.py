@@ -11,7 +11,7 @@ import pytest
 from .manifests import base_files, load_docs
 
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")  # oldest and newest we claim to support
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 DURATION = re.compile(r"^(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?$")
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -62,6 +62,22 @@ def test_servicemonitor_structure(deployment):
             assert _duration(ep["interval"]) and _duration(ep["scrapeTimeout"])
 
 
+def test_podmonitor_structure(deployment):
+    """PodMonitor (the deliver pods, which have no Service): a selector, endpoints naming a
+    container port, a path and durations Prometheus accepts."""
+    pms = [o for o in deployment if o["kind"] == "PodMonitor"]
+    assert pms
+    for pm in pms:
+        assert pm["apiVersion"] == "monitoring.coreos.com/v1"
+        spec = pm["spec"]
+        assert set(spec) <= {"selector", "podMetricsEndpoints", "jobLabel", "namespaceSelector", "podTargetLabels",
+                             "sampleLimit"}
+        assert spec["selector"].get("matchLabels") and spec["podMetricsEndpoints"]
+        for ep in spec["podMetricsEndpoints"]:
+            assert isinstance(ep.get("port"), str) and ep["path"].startswith("/")
+            assert _duration(ep["interval"]) and _duration(ep["scrapeTimeout"])
+
+
 def test_prometheusrule_structure(deployment):
     """PrometheusRule: groups with unique names; each rule is an alert (or a recording) with
     an expr, and alerts carry for, severity, summary, description and runbook_url."""
@@ -85,7 +101,7 @@ def test_prometheusrule_structure(deployment):
                 assert r["labels"]["severity"] in SEVERITIES, r["alert"]
                 for key in ("summary", "description", "runbook_url"):
                     assert str(r["annotations"].get(key, "")).strip(), f"{r['alert']}: no {key}"
-    assert len(alerts) == len(set(alerts)) == 6
+    assert len(alerts) == len(set(alerts)) == 8
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from flows.deliver import _observed
+from flows.deliver import _Observed
 from flows.observe import ShardObserver
 from connectors.sender import decision_record
 from metrics.labels import OTHER
@@ -213,11 +213,13 @@ def test_no_contact_id_is_ever_a_label_value(flow):
 
 def test_deliver_counts_deliveries_of_each_variant_and_step():
     """`espresso deliver`'s decision records carry the message's variant and step_id; a `sent`
-    one counts espresso_campaign_delivered{campaign, variant, step}, other outcomes do not."""
+    one counts espresso_campaign_delivered{campaign, variant, step}, other outcomes do not.
+    Records are written at once; the counts are published before deliver commits (`publish`)."""
     reg = CollectorRegistry()
     m = EspressoMetrics(reg, version="test")
     written = []
-    on_result = _observed(written.append, m)
+    observed = _Observed(written.append, m)
+    on_result = observed.on_result
     msg = {"message_id": "a" * 32, "campaign_id": "series", "channel": "email", "contact_id": "contact-1",
            "variant": "B", "step_id": "second"}
     on_result(decision_record(msg, "sent", latency_ms=12.0))
@@ -227,6 +229,8 @@ def test_deliver_counts_deliveries_of_each_variant_and_step():
     assert [(d["variant"], d["step_id"]) for d in written] == [("B", "second"), ("B", "second"), (None, None),
                                                                (7, ["x"])]
     get = reg.get_sample_value
+    assert get("espresso_messages_total", {"campaign": "series", "channel": "email", "outcome": "sent"}) is None
+    observed.publish()
     assert get("espresso_campaign_delivered_total", {"campaign": "series", "variant": "B", "step": "second"}) == 1
     assert get("espresso_campaign_delivered_total", {"campaign": "series", "variant": "", "step": ""}) == 1
     assert get("espresso_messages_total", {"campaign": "series", "channel": "email", "outcome": "sent"}) == 2
