@@ -5,9 +5,9 @@
 
 A `Shard` with the built-in segments is filled with N contacts, 2 events each (a consent
 and an email open, 10 ms apart per contact), as at 10k events/s. Then, as the live flow
-does at every epoch (`flows/logic.py` `ShardLogic.snapshot`): the state copy
-(`Shard.snapshot()`), its pickle (what Bytewax stores), and on restart the unpickle and the
-rebuild (`Shard(program, state=...)`). CPU seconds (time.process_time) of each, bytes, and
+does at every epoch (`flows/logic.py` `ShardLogic.snapshot`): the state
+(`Shard.snapshot(copy=False)`: ids packed, columns shared), its pickle (what Bytewax
+stores), and on restart the unpickle and the rebuild (`Shard(program, state=...)`). CPU seconds (time.process_time) of each, bytes, and
 the resident memory per contact. Also the share of processing time a snapshot every 5 s
 (`--epoch-interval` default) would take at 10k events/s, when every shard changes each
 epoch. Prints a Markdown table; writes bench/results/snapshot-<UTC>.json.
@@ -72,7 +72,7 @@ def measure(n: int) -> dict:
     rss1 = psutil.Process().memory_info().rss
     program = shard.program
     t = time.process_time()
-    state = shard.snapshot()
+    state = shard.snapshot(copy=False)  # as flows/logic.py: pickled at once, nothing to copy
     copy_s = time.process_time() - t
     t = time.process_time()
     blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -270,7 +270,7 @@ class ShardLogic(StatefulBatchLogic):
         if not self.cfg.snapshots:
             return None
         start = time.perf_counter()
-        blob = pickle.dumps((_SNAPSHOT_V2, self.shard.snapshot(), self.clock.snapshot(),
+        blob = pickle.dumps((_SNAPSHOT_V2, self.shard.snapshot(copy=False), self.clock.snapshot(),
                              None if self.engine is None else self.engine.snapshot(),
                              None if self.aligner is None else self.aligner.snapshot()),
                             protocol=pickle.HIGHEST_PROTOCOL)

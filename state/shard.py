@@ -108,7 +108,12 @@ class Shard:
     def timers(self) -> int:
         return len(self.heap)
 
-    def snapshot(self) -> ShardState:
+    def snapshot(self, copy: bool = True) -> ShardState:
+        """The shard's state; `copy=False` shares the columns, for a caller that serializes it
+        before the shard changes again (a flow's snapshot: the copy would only cost time)."""
+        if not copy:
+            return ShardState(self.program.fingerprint, pack_ids(self.cids), self.I, self.F, self.O, self.seen,
+                              self.heap, self.pending, self.stats.copy())
         return ShardState(
             self.program.fingerprint, pack_ids(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
