@@ -19,8 +19,9 @@ The contract (SPEC "Catalog triggers", issue 14):
 - Who: per contact, the latest (ts, then arrival) `product_viewed` or `added_to_cart`
   (`low_stock`: `added_to_cart` only) of the product at or before `t`, with
   `t - W < seen <= t`, and no `order_placed` with the product in `items` at `seen <= ts <= t`.
-  `price_drop` also needs the seen price (the event's `price`, else the catalogue's price
-  just before the view's instant) at least `min_drop` above the new one, in exact decimals.
+  `price_drop` also needs the seen price (the last `price` named by the looks of that
+  millisecond, else the catalogue's price just before it) at least `min_drop` above the
+  new one, in exact decimals.
 - Each qualifying (contact, campaign, update) starts run `run_id(contact, campaign,
   update id)` at `t`, after the contact's own events at `t` and before its steps due at
   `t`, unless an open run of the campaign has the same product (nothing recorded). Re-entry
@@ -245,8 +246,12 @@ class CatalogOracle:
             return None
         if any(e.type == ORDER and seen_ts <= e.ts <= t and pid in _items(e) for _, e in evs):
             return None
-        price = look.properties.get("price")
-        if price is None or isinstance(price, bool):
+        # of the looks of that millisecond (simultaneous), the last that names a price
+        same = [e for ts, _, e in sorted(looks, key=lambda x: (x[0], x[1])) if ts == seen_ts]
+        named = [e.properties["price"] for e in same
+                 if e.properties.get("price") is not None and not isinstance(e.properties["price"], bool)]
+        price = named[-1] if named else None
+        if price is None:
             earlier = [e for _, e in order if e.properties["product_id"] == pid and e.ts < seen_ts]
             price = _last(earlier, "price")
         if price is None:
