@@ -5,7 +5,8 @@ request and response objects, payload registry, stream readers, several tasks an
 per POST) to be the largest part of the CPU per message, 160-260 us a request on the 2-core
 machine (BENCHMARKS.md, "Delivery that keeps up"). A webhook needs much less: write a POST,
 read the status, a few headers and the body. Here a request is one `transport.write` of
-prepared bytes and one future; the response is parsed in `data_received` as it arrives.
+prepared bytes and one future; the response is parsed in `data_received` as it arrives, by
+llhttp (`httptools`, the parser under uvicorn) whose callbacks fill in the `Response`.
 
 What it does: http and https (certificates verified: the default context or the caller's),
 responses delimited by Content-Length, chunked or the end of the connection, 1xx skipped,
@@ -24,6 +25,8 @@ from collections import deque
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+import httptools
+
 __all__ = ["Http1Pool", "HttpConnectionError", "Response"]
 
 _MAX_HEAD = 64 * 1024
@@ -40,20 +43,22 @@ class Response(NamedTuple):
 
 
 class _Conn(asyncio.Protocol):
-    """One connection; one request at a time; parses the answer as bytes arrive."""
+    """One connection; one request at a time; the answer is parsed by llhttp (httptools) as
+    bytes arrive, its callbacks below fill in the response."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.waiter: asyncio.Future | None = None
-        self.buf = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.got_bytes = False
-        self.status = 0
+        self.head_bytes = 0  # bytes received before the final status's headers were complete
+        self.status = 0  # set once the headers of the final (non-1xx) answer are complete
         self.headers: dict[str, str] = {}
-        self.length = -1  # body bytes expected; -1 chunked, -2 until the connection closes
+        self.until_close = False  # the body is delimited by the end of the connection
         self.keep = True
-        self.body = bytearray()
+        self.body: list[bytes] = []
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -62,29 +67,36 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         w = self.waiter
         if w is not None and not w.done():
-            if self.status and self.length == -2:
-                self._done(bytes(self.buf))
+            # httptools has no feed_eof: the end of the connection ends only a body that no
+            # Content-Length or chunked encoding delimits; any other answer is cut short.
+            if self.status and self.until_close:
+                self.keep = False
+                self._done()
             else:
                 w.set_exception(HttpConnectionError(f"connection closed before the answer: {exc or 'EOF'}"))
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():  # nothing asked: the connection is not usable
+        w = self.waiter
+        if w is None or w.done():  # nothing asked: the connection is not usable
             self.abort()
             return
         self.got_bytes = True
-        self.buf += data
+        if not self.status:
+            self.head_bytes += len(data)
         try:
-            self._parse()
-        except (ValueError, IndexError) as exc:
+            self.parser.feed_data(data)
+            if not self.status and self.head_bytes > _MAX_HEAD:
+                raise httptools.HttpParserError("header section too long")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.keep = False
             self.abort()
-            if not self.waiter.done():
-                self.waiter.set_exception(HttpConnectionError(f"malformed HTTP answer: {exc}"))
+            if not w.done():
+                w.set_exception(HttpConnectionError(f"malformed HTTP answer: {exc!r}"))
 
     def request(self, data: bytes) -> asyncio.Future:
         self.waiter = self.loop.create_future()
         self.got_bytes = False
-        self.status, self.length, self.keep = 0, -1, True
-        self.buf.clear()
+        self.status, self.head_bytes, self.keep = 0, 0, True
         assert self.transport is not None
         self.transport.write(data)
         return self.waiter
@@ -94,66 +106,40 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _parse(self) -> None:
-        buf = self.buf
-        while not self.status:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD:
-                    raise ValueError("header section too long")
-                return
-            lines = bytes(buf[:end]).split(b"\r\n")
-            del buf[:end + 4]
-            version, status = lines[0].split(b" ", 2)[:2]
-            code = int(status)
-            if 100 <= code < 200:
-                continue
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-            self.status, self.headers = code, headers
-            connection = headers.get("connection", "").lower()
-            self.keep = connection != "close" if version == b"HTTP/1.1" else connection == "keep-alive"
-            if code in (204, 304):
-                self.length = 0
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                self.length = -1
-                self.body.clear()
-            elif "content-length" in headers:
-                self.length = int(headers["content-length"])
-            else:
-                self.length, self.keep = -2, False
-        if self.length >= 0:
-            if len(buf) >= self.length:
-                body = bytes(buf[:self.length])
-                if len(buf) > self.length:
-                    self.keep = False  # bytes nobody asked for: do not reuse
-                self._done(body)
-        elif self.length == -1:
-            self._chunks()
+    # httptools callbacks (called from feed_data)
 
-    def _chunks(self) -> None:
-        buf = self.buf
-        while True:
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                return
-            size = int(bytes(buf[:eol]).split(b";", 1)[0], 16)
-            if size == 0:  # the last chunk, then trailers (if any) and an empty line
-                rest = bytes(buf[eol + 2:])
-                if rest.startswith(b"\r\n") or b"\r\n\r\n" in rest:
-                    self._done(bytes(self.body))
-                return
-            if len(buf) < eol + 2 + size + 2:
-                return
-            self.body += buf[eol + 2:eol + 2 + size]
-            del buf[:eol + 2 + size + 2]
+    def on_message_begin(self) -> None:
+        if self.status:  # bytes after the answer, nobody asked for them: do not reuse
+            self.keep = False
+        self.headers = {}
+        self.body = []
 
-    def _done(self, body: bytes) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.status:  # not the trailers of a chunked body
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").rstrip()  # llhttp keeps trailing OWS
+
+    def on_headers_complete(self) -> None:
+        code = self.parser.get_status_code()
+        if code < 200:
+            return  # 1xx interim answer: its message completes at once, the real one follows
+        self.status = code
+        self.keep = self.parser.should_keep_alive()  # Connection, HTTP/1.0, close-delimited
+        te = self.headers.get("transfer-encoding")
+        self.until_close = not te.lower().endswith("chunked") if te else "content-length" not in self.headers
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._done()
+
+    def _done(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
-            w.set_result(Response(self.status, self.headers, body))
+            body = self.body
+            w.set_result(Response(self.status, self.headers,
+                                  body[0] if len(body) == 1 else b"".join(body)))
 
 
 class Http1Pool:
