@@ -146,7 +146,11 @@ class ShardLogic(StatefulBatchLogic):
             state, frontier = resume[0], resume[1]
             clock_state = (frontier, frontier - 1, frontier - cfg.allowed_lateness_ms)
             campaign_state = resume[4] if len(resume) > 4 else None
-        self.shard = Shard(cfg.program, cfg.dedup_horizon, state)
+        # Restored state made with other definitions switches at the instant time had reached
+        # (state/migrate.py); what that writes goes out with the first output.
+        switch_at = None if clock_state is None or clock_state[2] == NEVER else clock_state[2]
+        self.shard = Shard(cfg.program, cfg.dedup_horizon, state, switch_at=switch_at)
+        self.switched: list = list(self.shard.migrated)
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state,
                                                                        catalog=bool(cfg.catalog_parts))
@@ -171,6 +175,10 @@ class ShardLogic(StatefulBatchLogic):
         return out
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
+        if self.switched:
+            out, self.switched = self.switched, []
+            more, retain = self.on_batch(values)
+            return out + more, retain
         if self.aligner is not None:
             return self._aligned_batch(values)
         out: list[Any] = []
@@ -214,6 +222,10 @@ class ShardLogic(StatefulBatchLogic):
         return out
 
     def on_notify(self) -> tuple[list, bool]:
+        if self.switched:
+            out, self.switched = self.switched, []
+            more, retain = self.on_notify()
+            return out + more, retain
         if self.aligner is not None:
             out = self._release()
             self._report()
@@ -244,6 +256,8 @@ class ShardLogic(StatefulBatchLogic):
     def notify_at(self) -> datetime | None:
         if not self.live:
             return None
+        if self.switched:  # changes of a definition switch wait to go out
+            return datetime.fromtimestamp(wall_ms() / 1000, tz=timezone.utc)
         if self.engine is not None and self.engine.more:  # a fan-out is under way: go on at once
             return datetime.fromtimestamp(wall_ms() / 1000, tz=timezone.utc)
         due = self.shard.next_due()

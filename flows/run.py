@@ -175,6 +175,48 @@ def prepare_recovery(rc: RunConfig) -> Any:
     return RecoveryConfig(d)
 
 
+#: Beside the recovery partitions: the definitions their snapshots were made with.
+DEFINITIONS_FILE = "espresso-definitions.pickle"
+
+
+def check_definitions(rc: RunConfig, cfg: FlowConfig) -> None:
+    """Before the flow starts: may its definitions take over the recovery directory's state?
+
+    Unchanged, new and edited segments whose facts the state keeps are fine (the shards
+    switch when they resume, state/migrate.py); a segment that needs history the state does
+    not hold stops the start here, in one line, instead of inside the dataflow.
+    """
+    import pickle
+
+    from state.migrate import plan_change
+
+    if rc.recovery_dir is None or not rc.recovery_dir.is_dir():
+        return
+    path = rc.recovery_dir / DEFINITIONS_FILE
+    program = cfg.program
+    where = (f"--segments {rc.segments}" if rc.segments else "the built-in segments") + (
+        f" and --campaigns {rc.campaigns}" if rc.campaigns else "")
+    if path.exists():
+        try:
+            fingerprint, segments, facts, reasons = pickle.loads(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to remove
+            raise ConfigError(f"--recovery-dir {rc.recovery_dir}: cannot read {DEFINITIONS_FILE} ({exc}); "
+                              "remove that file if the snapshots were made with the current definitions") from None
+        if fingerprint != program.fingerprint:
+            plan = plan_change(list(segments), facts, reasons, program)
+            if plan.refused:
+                raise ConfigError(f"{where}: the state in --recovery-dir {rc.recovery_dir} cannot take these "
+                                  f"definitions: {plan.refusal()}")
+            log.info("segment definitions changed since the last start: %d unchanged (state kept), rebuilt at the "
+                     "switch: %s, dropped: %s%s", len(plan.kept), ", ".join(plan.rebuilt) or "none",
+                     ", ".join(plan.dropped) or "none",
+                     f"; kept from now on only: {', '.join(plan.started)}" if plan.started else "")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps((program.fingerprint, tuple(program.segments), program.facts,
+                                  dict(program.reasons))))
+    tmp.replace(path)
+
+
 def run(rc: RunConfig) -> int:
     """Check topics, start the health server, run the dataflow until stopped."""
     from bytewax.run import cli_main
@@ -183,6 +225,7 @@ def run(rc: RunConfig) -> int:
     topics = check_topics(rc, reads_catalog(cfg))
     cfg = with_partitions(rc, cfg, topics)
     recovery = prepare_recovery(rc)
+    check_definitions(rc, cfg)
     if rc.metrics_port is not None:
         from metrics.server import serve
 

@@ -8,9 +8,11 @@ import xxhash
 
 from .timeutil import format_ms
 
-__all__ = ["Change", "change_id", "SCHEMA_VERSION"]
+__all__ = ["Change", "change_id", "SCHEMA_VERSION", "DEFINITION_CHANGED"]
 
 SCHEMA_VERSION = 1
+#: `cause_type` of a change written because the segment's definition changed (state/migrate.py).
+DEFINITION_CHANGED = "definition_changed"
 
 
 def change_id(contact_id: str, segment_id: str, direction: str, at: int, seq: int) -> str:
@@ -43,7 +45,8 @@ class Change(NamedTuple):
             "direction": direction,
             "at": format_ms(at),
             "seq": seq,
-            "cause": {"kind": "time"} if event_id is None else {"kind": "event", "event_id": event_id, "type": etype},
+            "cause": ({"kind": "event", "event_id": event_id, "type": etype} if event_id is not None
+                      else {"kind": "time"} if etype is None else {"kind": etype}),
             "expires_at": None if expires_at is None else format_ms(expires_at),
             "late": late,
         }

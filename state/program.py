@@ -226,6 +226,9 @@ class Program:
     consts: dict[str, Any]
     fingerprint: str
     int_defaults: list[int]
+    #: What the columns hold, by fact (state/migrate.py): key -> ("I" | "F" | "O", columns);
+    #: a ring's columns newest first. Definitions that change keep the facts they share.
+    facts: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
 
     def bind(self, I: list, F: list, O: list, heap: list) -> dict[str, Callable]:
         """The evaluators over these columns; the column arrays must stay the same objects."""
@@ -349,8 +352,58 @@ def compile_program(segments: list[Segment], keep: Keep = Keep()) -> Program:
         consent_cols=dict(L.consent), reasons=dict(L.reasons), profile_cols=dict(L.profile),
         items_cols=dict(L.items),
         source=source, consts=consts, fingerprint=fingerprint,
-        int_defaults=_int_defaults(L),
+        int_defaults=_int_defaults(L), facts=_facts(L),
     )
+
+
+def ring_key(sel: Selector) -> str:
+    return f"ring:{sel!r}"
+
+
+def _facts(L: _Layout) -> dict[str, tuple[str, tuple[int, ...]]]:
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for sel, cols in L.rings.items():
+        out[ring_key(sel)] = ("I", tuple(cols))
+    for sel, col in L.counts.items():
+        out[f"count:{sel!r}"] = ("I", (col,))
+    for (sel, prop), col in L.sums.items():
+        out[f"sum:{sel!r}:{prop!r}"] = ("F", (col,))
+    for channel, col in L.consent.items():
+        out[f"consent:{channel}"] = ("I", (col,))
+    for name, col in L.profile.items():
+        out[f"profile:{name}"] = ("O", (col,))
+    for etype, col in L.items.items():
+        out[f"items:{etype}"] = ("O", (col,))
+    return out
+
+
+def condition_facts(c: Condition, out: dict[str, int] | None = None) -> dict[str, int]:
+    """The facts a condition reads: key -> how many columns of it (a ring's depth), as
+    `compile_program` lays them out."""
+    out = {} if out is None else out
+
+    def need(key: str, n: int) -> None:
+        out[key] = max(out.get(key, 0), n)
+
+    if isinstance(c, (All, AnyOf)):
+        for x in c.items:
+            condition_facts(x, out)
+    elif isinstance(c, Not):
+        condition_facts(c.item, out)
+    elif isinstance(c, Consent):
+        need(f"consent:{c.channel}", 1)
+    elif isinstance(c, EventCount):
+        need(ring_key(c.selector), max(c.n + 1 if c.op in ("at_most", "exactly") else c.n, 1))
+    elif isinstance(c, Lifetime):
+        need(f"count:{c.selector!r}" if c.aggregate == "count" else f"sum:{c.selector!r}:{c.prop!r}", 1)
+    elif isinstance(c, Inactive):
+        need(ring_key(c.selector), 1)
+    elif isinstance(c, Abandoned):
+        need(ring_key(c.started), 1)
+        need(ring_key(c.completed), 1)
+    elif isinstance(c, Profile):
+        need(f"profile:{c.field}", 1)
+    return out
 
 
 #: SCHED value of a contact with no pending timer.

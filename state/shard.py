@@ -22,9 +22,10 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .changes import Change
+from .changes import DEFINITION_CHANGED, Change
 from .dedup import DEFAULT_HORIZON, SeenIds
 from .events import Event
+from .migrate import DefinitionChangeRefused, Plan, migrate_columns, plan_change
 from .program import BITS, CLOCK, NO_TIMER, SCHED, SEQ, Program
 
 __all__ = ["Shard", "ShardState", "ShardStats"]
@@ -62,11 +63,23 @@ class ShardState:
     heap: list
     pending: dict
     stats: ShardStats = field(default_factory=ShardStats)
+    #: The definitions the state was made with (state/migrate.py): their segments, what each
+    #: column holds, and the consent reason codes. None in snapshots before definition changes.
+    segments: tuple | None = None
+    facts: dict | None = None
+    reasons: dict | None = None
 
 
 class Shard:
-    def __init__(self, program: Program, dedup_horizon: int = DEFAULT_HORIZON, state: ShardState | None = None) -> None:
+    def __init__(self, program: Program, dedup_horizon: int = DEFAULT_HORIZON, state: ShardState | None = None,
+                 switch_at: int | None = None) -> None:
+        """`state` made with other definitions is carried over (state/migrate.py) at `switch_at`
+        (default: the latest instant the shard evaluated): the changes that writes are in
+        `migrated`, the plan in `migration`."""
         self.program = program
+        self.migrated: list[Change] = []
+        self.migration: Plan | None = None
+        rebuild = None
         if state is None:
             self.cids: list[str] = []
             self.I = [array("q") for _ in range(program.ints)]
@@ -77,15 +90,26 @@ class Shard:
             self.pending: dict[int, list] = {}
             self.stats = ShardStats(members=[0] * len(program.segments))
         else:
-            if state.fingerprint != program.fingerprint:
-                raise ValueError(
-                    "snapshot was written for other segment definitions "
-                    f"({state.fingerprint} != {program.fingerprint}); start from an empty "
-                    "recovery directory or restore the definitions it was made with")
             self.cids = unpack_ids(state.cids)
-            self.I = [array("q", a) for a in state.ints]
-            self.F = [array("d", a) for a in state.floats]
-            self.O = [list(o) for o in state.objects]
+            if state.fingerprint != program.fingerprint:
+                if state.facts is None or state.segments is None:
+                    raise ValueError(
+                        "snapshot was written for other segment definitions "
+                        f"({state.fingerprint} != {program.fingerprint}) by a version that did not record "
+                        "them; start from an empty recovery directory or restore the definitions it was made with")
+                plan = plan_change(list(state.segments), state.facts, state.reasons or {}, program)
+                if plan.refused:
+                    raise DefinitionChangeRefused(plan.refusal())
+                self.I, self.F, self.O = migrate_columns(len(self.cids), state.ints, state.floats, state.objects,
+                                                         state.facts, state.reasons or {}, list(state.segments),
+                                                         program, plan)
+                self.migration = plan
+                old_index = {s.id: i for i, s in enumerate(state.segments)}
+                rebuild = (plan, old_index, state.ints[BITS])
+            else:
+                self.I = [array("q", a) for a in state.ints]
+                self.F = [array("d", a) for a in state.floats]
+                self.O = [list(o) for o in state.objects]
             self.seen = SeenIds.__new__(SeenIds)
             self.seen.__setstate__(_copy_seen(state.seen))
             self.heap = list(state.heap)
@@ -100,6 +124,53 @@ class Shard:
         self._reason_names = {code: name for name, code in program.reasons.items()}
         self._time_cause = (None, None, False, program.time_mask)  # the pending entry of a timer
         self._all_mask = (1 << len(program.segments)) - 1
+        if rebuild is not None:
+            self._switch(*rebuild, switch_at)
+
+    def _switch(self, plan: Plan, old_index: dict[str, int], old_bits: array, at: int | None) -> None:
+        """New definitions on carried-over facts: evaluate the new and changed segments at the
+        switch instant (each contact at its own clock if later), write what differs, keep the
+        timers right, remap what waits for evaluation."""
+        I, cids = self.I, self.cids
+        bits_col, clock_col, sched_col, seq_col = I[BITS], I[CLOCK], I[SCHED], I[SEQ]
+        if at is None:
+            at = max(clock_col, default=0)
+        new_index = {s.id: i for i, s in enumerate(self.program.segments)}
+        rebuild = [(new_index[sid], old_index.get(sid)) for sid in plan.rebuilt]
+        out = self.migrated
+        for row in range(len(cids)):
+            t = clock_col[row] if clock_col[row] > at else at
+            bits, seq = bits_col[row], seq_col[row]
+            for i, oi in rebuild:
+                holds, nxt = self._seg(i, row, t)
+                was = oi is not None and bool(old_bits[row] >> oi & 1)
+                if holds:
+                    bits |= 1 << i
+                if holds != was:
+                    seq += 1
+                    out.append(_new_change(Change, (cids[row], self._seg_ids[i], "enter" if holds else "exit", t, seq,
+                                                    None, DEFINITION_CHANGED, None, False)))
+                if nxt != NO_TIMER and nxt < sched_col[row]:
+                    sched_col[row] = nxt
+            bits_col[row] = bits
+            seq_col[row] = seq
+        if out:  # expiries once every bit is set (they walk the segment's own flips only)
+            for k, ch in enumerate(out):
+                if ch.direction == "enter":
+                    row = self.index[ch.contact_id]
+                    out[k] = ch._replace(expires_at=self._expiry(new_index[ch.segment_id], row, ch.at))
+        self.heap[:] = [(s << 32) | row for row, s in enumerate(sched_col) if s != NO_TIMER]
+        heapq.heapify(self.heap)
+        moves = [(old_index[s.id], i) for i, s in enumerate(self.program.segments) if s.id in plan.kept]
+        fresh = sum(1 << i for i, _ in rebuild)
+        for row, p in self.pending.items():
+            mask = fresh
+            for src, dst in moves:
+                if p[3] >> src & 1:
+                    mask |= 1 << dst
+            self.pending[row] = [p[0], p[1], p[2], mask, *p[4:]]
+        self.stats.members = [sum(1 for b in bits_col if b >> i & 1) for i in range(len(self.program.segments))]
+        self.stats.changes += len(out)
 
     # -- state -------------------------------------------------------------
     def __len__(self) -> int:
@@ -113,11 +184,15 @@ class Shard:
         before the shard changes again (a flow's snapshot: the copy would only cost time)."""
         if not copy:
             return ShardState(self.program.fingerprint, pack_ids(self.cids), self.I, self.F, self.O, self.seen,
-                              self.heap, self.pending, self.stats.copy())
+                              self.heap, self.pending, self.stats.copy(), *self._definitions())
         return ShardState(
             self.program.fingerprint, pack_ids(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
-            list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy())
+            list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy(), *self._definitions())
+
+    def _definitions(self) -> tuple:
+        p = self.program
+        return tuple(p.segments), p.facts, dict(p.reasons)
 
     def next_due(self) -> int | None:
         """Earliest event time at which something may be due (pending or timer)."""
