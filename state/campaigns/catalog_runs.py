@@ -9,7 +9,7 @@ starts at the contact's own instant, through the same policies as every other ru
 
 from __future__ import annotations
 
-from ..catalog import ProductBook, Watches, qualifies
+from ..catalog import ProductBook, Watches, matcher
 from ..events import Event
 from ..shard import Shard
 from .ids import run_id, value_hash, value_hashes
@@ -45,14 +45,18 @@ class CatalogRuns:
         if not rows:
             return
         inbox, counts = self.inbox, self.catalog_counts
-        base = self.book.describe(u.product_id)
+        base = self.book.describe(u.product_id)  # one per update: each run copies it when it starts
+        checks = [(k, matcher(self.camps[k].catalog, u, t)) for k in firing]  # type: ignore[arg-type]
+        eid = ev[0]
         for cid, row in rows.items():
-            for k in firing:
-                if qualifies(self.camps[k].catalog, u, row, t):  # type: ignore[arg-type]
-                    product = dict(base)
-                    if row[1] is not None:
-                        product["previous_price"] = row[1]
-                    inbox.setdefault(cid, []).append(_new(Event, (ev[0], cid, CATALOG_RUN, t, (k, product))))
+            for k, check in checks:
+                if check(row):
+                    box = inbox.get(cid)
+                    entry = _new(Event, (eid, cid, CATALOG_RUN, t, (k, base, row[1])))
+                    if box is None:
+                        inbox[cid] = [entry]
+                    else:
+                        box.append(entry)
                     counts[k] = counts.get(k, 0) + 1
 
     def _note_watch(self, ev: Event) -> None:
@@ -60,8 +64,11 @@ class CatalogRuns:
 
     def _start_catalog(self, cid: str, t: int, ev: Event, memo: Memo, row: int | None, shard: Shard,
                        out: list) -> None:
-        k, product = ev[4]
+        k, base, seen = ev[4]
         c = self.camps[k]
+        product = dict(base)
+        if seen is not None:
+            product["previous_price"] = seen
         pid = product["product_id"]
         key = value_hash(pid) or 0
         runs = self.runs

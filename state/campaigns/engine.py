@@ -71,6 +71,8 @@ from .steps import StepDecisions
 __all__ = ["CampaignEngine", "CampaignState", "Pending", "Output"]
 
 Output = Decision | Message | Conversion
+#: Product update ids remembered per shard to drop redeliveries (~1 h of 10,000 updates/h; 256 KB).
+CATALOG_DEDUP_HORIZON = 8192
 _INF = 1 << 62
 
 
@@ -137,6 +139,9 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         self.stats = {o: 0 for o in OUTCOMES}
         self.book = ProductBook()
         self.catalog_counts: dict[int, int] = {}
+        #: Update ids, apart from contact event ids: every shard sees every update, and they
+        #: must not push contact ids out of `seen` (a redelivery comes within an epoch or two).
+        self.catalog_seen = SeenIds(CATALOG_DEDUP_HORIZON)
         self.watches = Watches(campaigns.catalog_horizon_ms()) if self._catalog and catalog else None
         self._watch_types = frozenset((VIEW_TYPE, CART_TYPE, ORDER_TYPE)) if self.watches is not None else frozenset()
         #: Date campaigns whose contacts must be scheduled from the shard's profiles at the
@@ -156,6 +161,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
             self.book = ProductBook(state.catalog[0])
             if self.watches is not None and state.catalog[1] is not None:
                 self.watches = Watches(self.watches.horizon, state=state.catalog[1])
+            if len(state.catalog) > 2 and state.catalog[2] is not None:
+                self.catalog_seen = state.catalog[2]
         self._unseeded = [k for k in self._dates if self.camps[k].id not in state.campaign_ids]
 
     def _restore(self, state: CampaignState) -> None:
@@ -253,7 +260,8 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
         return CampaignState(self.campaigns.fingerprint, self.watermark, self.settled, self.seq, contacts, [],
                              dict(self.stats), self.runs.__getstate__(), tuple(c.id for c in self.camps),
                              {cid: list(evs) for cid, evs in self.inbox.items() if evs}, clone_seen(self.seen),
-                             (self.book.snapshot(), None if self.watches is None else self.watches.snapshot()))
+                             (self.book.snapshot(), None if self.watches is None else self.watches.snapshot(),
+                              clone_seen(self.catalog_seen) if self._catalog else None))
 
     # -- the batch step a flow calls ------------------------------------------------
     def process(self, shard: Shard, events: Sequence[Event], watermark: int, *, now_ms: int | None = None,
@@ -284,7 +292,7 @@ class CampaignEngine(RunStarts, DateRuns, StepDecisions, Attribution, CatalogRun
                         self._take(shard.apply(events[start:i]), shard, now_ms, changes, out)
                         touched.clear()
                     start = i + 1
-                    if not seen.add("\x00" + ev[0]):  # (catalogue ids are another namespace)
+                    if not self.catalog_seen.add(ev[0]):  # a redelivered update is done already
                         self._on_catalog(ev)
                     continue
                 if etype in watch:

@@ -37,6 +37,34 @@ class CatalogTrigger:
                 and 1 <= u.new_inventory <= self.below - 1)
 
 
+def matcher(trig: CatalogTrigger, u: Update, t: int):  # type: ignore[no-untyped-def]
+    """`qualifies(trig, u, row, t)` as a function of the row, for the many watchers of one
+    update: the window bounds computed once, each seen price made exact once (most watchers
+    of a product saw one of a few prices)."""
+    low = t - trig.within_ms
+    cart = trig.kind == "low_stock"
+    if trig.kind != "price_drop":
+        def check(row: tuple) -> bool:
+            since = row[2] if cart else row[0]
+            return low < since <= t and row[3] < since
+        return check
+    drop, new = trig.drop, u.new_price
+    met: dict = {}
+
+    def check_drop(row: tuple) -> bool:
+        since = row[0]
+        if not low < since <= t or row[3] >= since:
+            return False
+        seen = row[1]
+        key = (type(seen), seen)
+        ok = met.get(key)
+        if ok is None:
+            value = money(seen) if seen is not None and type(seen) is not bool else None
+            ok = met[key] = value is not None and drop.met(value, new)  # type: ignore[union-attr,arg-type]
+        return ok
+    return check_drop
+
+
 def qualifies(trig: CatalogTrigger, u: Update, row: tuple, t: int) -> bool:
     """Is the watcher's entry `(seen_ts, seen_price, cart_ts, order_ts)` notified of `u` at `t`?"""
     since = row[2] if trig.kind == "low_stock" else row[0]

@@ -9,6 +9,8 @@ the latest cart, the latest order of the product (NEVER when none).
 
 from __future__ import annotations
 
+from sys import intern
+
 from ..timeutil import NEVER
 
 __all__ = ["Watches", "MAX_PRODUCTS_PER_CONTACT", "VIEW_TYPE", "CART_TYPE", "ORDER_TYPE"]
@@ -48,6 +50,7 @@ class Watches:
                 pid = item.get("product_id") if isinstance(item, dict) else None
                 if not isinstance(pid, str) or not pid:
                     continue
+                pid = intern(pid)
                 rows = self.by_product.get(pid)
                 row = rows.get(cid) if rows else None
                 if row is None:
@@ -64,6 +67,7 @@ class Watches:
         pid = props.get("product_id")
         if not isinstance(pid, str) or not pid:
             return
+        pid = intern(pid)  # one string per product, not one per view
         price = props.get("price")
         if price is None or type(price) is bool:
             price = price_of(pid)
