@@ -32,7 +32,10 @@ UNTIL = 110 * D  # after the last event: every run has ended
 def _topics(factory) -> dict[str, str]:
     return {"events": factory(PARTS, prefix="events"), "changes": factory(PARTS, prefix="changes"),
             "dlq": factory(1, prefix="dlq"), "messages": factory(PARTS, prefix="messages"),
-            "decisions": factory(1, prefix="decisions"), "conversions": factory(1, prefix="conversions")}
+            "decisions": factory(1, prefix="decisions"), "conversions": factory(1, prefix="conversions"),
+            # the built-in shop file has catalog triggers: an (empty) catalogue topic, so contact
+            # events go through the event-time alignment with it (state/align.py)
+            "catalog": factory(1, prefix="catalog")}
 
 
 def _ticks(bootstrap: str, topic: str, ts: int) -> list[dict]:
@@ -65,7 +68,7 @@ def test_live_messages_and_decisions_equal_replay(kafka_bootstrap, kafka_topic_f
     camps = builtin_campaigns_allowing_stale(tmp_path)
     run_to_end(tmp_path, kafka_bootstrap, (topics["events"], topics["changes"], topics["dlq"]), "--campaigns",
                str(camps), "--messages-topic", topics["messages"], "--decisions-topic", topics["decisions"],
-               "--conversions-topic", topics["conversions"],
+               "--conversions-topic", topics["conversions"], "--catalog-topic", topics["catalog"],
                "--allowed-lateness", "0s")
 
     want = replay_outputs(tmp_path, events + ticks, until_ms=end, campaigns=camps)
@@ -104,6 +107,7 @@ def test_campaign_runs_across_sigkill_restarts_equal_replay(kafka_bootstrap, kaf
     recovery = tmp_path / "recovery"
     args = ("--campaigns", str(camps), "--messages-topic", topics["messages"], "--decisions-topic",
             topics["decisions"], "--conversions-topic", topics["conversions"], "--recovery-dir", str(recovery),
+            "--catalog-topic", topics["catalog"],
             "--epoch-interval", "500ms",
             "--allowed-lateness", "1s", "--batch-size", "50", "--shards-per-partition", "3")
     rnd = random.Random(8)

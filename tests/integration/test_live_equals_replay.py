@@ -207,6 +207,9 @@ def test_campaigns_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_
     events_t, changes_t, dlq_t = _topics(kafka_topic_factory, parts)
     msg_t, dec_t = kafka_topic_factory(parts, prefix="messages"), kafka_topic_factory(parts, prefix="decisions")
     conv_t = kafka_topic_factory(parts, prefix="conversions")
+    # The built-in shop file has catalog triggers: the flow reads an (empty) catalogue topic, so
+    # every contact event goes through the event-time alignment with it (state/align.py).
+    cat_t = kafka_topic_factory(1, prefix="catalog")
     produce(kafka_bootstrap, events_t, stream)
     # Post-purchase lasts 21 d, win-back starts 90 d after an order and lasts 14 d; deferrals
     # wait up to 3 d. The ticks stay behind the wall clock (CAMPAIGN_T0 is in March 2026).
@@ -215,7 +218,7 @@ def test_campaigns_live_equals_replay(kafka_bootstrap, kafka_topic_factory, tmp_
     camps = builtin_campaigns_allowing_stale(tmp_path)
     run_to_end(tmp_path, kafka_bootstrap, (events_t, changes_t, dlq_t), "--campaigns", str(camps),
                "--messages-topic", msg_t, "--decisions-topic", dec_t, "--conversions-topic", conv_t,
-               "--batch-size", str(batch))
+               "--catalog-topic", cat_t, "--batch-size", str(batch))
 
     want = replay_outputs(tmp_path, stream + ticks, until_ms=end, campaigns=camps)
     problems = _compare("live", _live_records(kafka_bootstrap, changes_t), want["changes"])
