@@ -60,7 +60,7 @@ class ShardState:
     floats: list
     objects: list
     seen: SeenIds
-    heap: list
+    heap: list | None  # None: rebuilt from the timer column on restore (a big list pickles slowly)
     pending: dict
     stats: ShardStats = field(default_factory=ShardStats)
     #: The definitions the state was made with (state/migrate.py): their segments, what each
@@ -112,7 +112,12 @@ class Shard:
                 self.O = [list(o) for o in state.objects]
             self.seen = SeenIds.__new__(SeenIds)
             self.seen.__setstate__(_copy_seen(state.seen))
-            self.heap = list(state.heap)
+            if state.heap is not None:
+                self.heap = list(state.heap)
+            else:  # every live timer is the timer column's value (older heap entries are stale)
+                sched = self.I[SCHED]
+                self.heap = [(s << 32) | row for row, s in enumerate(sched) if s != NO_TIMER]
+                heapq.heapify(self.heap)
             self.pending = {r: list(p) for r, p in state.pending.items()}
             self.stats = state.stats.copy()
         self.index = {cid: row for row, cid in enumerate(self.cids)}
@@ -184,7 +189,7 @@ class Shard:
         before the shard changes again (a flow's snapshot: the copy would only cost time)."""
         if not copy:
             return ShardState(self.program.fingerprint, pack_ids(self.cids), self.I, self.F, self.O, self.seen,
-                              self.heap, self.pending, self.stats.copy(), *self._definitions())
+                              None, self.pending, self.stats.copy(), *self._definitions())
         return ShardState(
             self.program.fingerprint, pack_ids(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
