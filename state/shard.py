@@ -121,6 +121,8 @@ class Shard:
             self.pending = {r: list(p) for r, p in state.pending.items()}
             self.stats = state.stats.copy()
         self.index = {cid: row for row, cid in enumerate(self.cids)}
+        self._packed: list | bytes = b""  # pack_ids(self.cids[:self._packed_n]): ids are only appended
+        self._packed_n = 0
         fns = program.bind(self.I, self.F, self.O, self.heap)
         self._settle, self._seg = fns["settle"], fns["seg"]
         self._updaters = fns["updaters"]
@@ -188,12 +190,26 @@ class Shard:
         """The shard's state; `copy=False` shares the columns, for a caller that serializes it
         before the shard changes again (a flow's snapshot: the copy would only cost time)."""
         if not copy:
-            return ShardState(self.program.fingerprint, pack_ids(self.cids), self.I, self.F, self.O, self.seen,
+            return ShardState(self.program.fingerprint, self._packed_ids(), self.I, self.F, self.O, self.seen,
                               None, self.pending, self.stats.copy(), *self._definitions())
         return ShardState(
             self.program.fingerprint, pack_ids(self.cids), [array("q", a) for a in self.I],
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
             list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy(), *self._definitions())
+
+    def _packed_ids(self) -> list | bytes:
+        """`pack_ids(self.cids)`, packing only the ids added since the last call."""
+        n = len(self.cids)
+        if n != self._packed_n:
+            new = pack_ids(self.cids[self._packed_n:])
+            if not self._packed_n:
+                self._packed = new
+            elif isinstance(self._packed, bytes) and isinstance(new, bytes):
+                self._packed = self._packed + b"\x00" + new
+            else:
+                self._packed = list(self.cids)
+            self._packed_n = n
+        return self._packed
 
     def _definitions(self) -> tuple:
         p = self.program
