@@ -68,14 +68,21 @@ def _check_consent(props: dict) -> Invalid | None:
     return None
 
 
-def _bad_string(name: str, value: object) -> Invalid:
+def bad_field(name: str, value: object, what: str = "a non-empty string") -> Invalid:
+    """A required field that is missing, or not `what`."""
     if value is None:
         return Invalid("missing_field", f"{name}: required")
-    return Invalid("bad_field", f"{name} must be a non-empty string: {value!r}"[:200])
+    return Invalid("bad_field", f"{name} must be {what}: {value!r}"[:200])
 
 
-def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event | Invalid:
-    """Parse one JSON record; the hot path of intake, so checks are inlined."""
+def bad_ts(raw_ts: object) -> Invalid:
+    if raw_ts is None:
+        return Invalid("missing_field", "ts: required")
+    return Invalid("bad_ts", f"ts must be ISO-8601 with offset or integer epoch ms: {raw_ts!r}"[:200])
+
+
+def load_object(raw: bytes | str, max_bytes: int) -> dict | Invalid:
+    """The JSON object of one input record (contact event or product update)."""
     if len(raw) > max_bytes:
         return Invalid("too_large", f"record is {len(raw)} bytes, limit {max_bytes}")
     try:
@@ -84,15 +91,33 @@ def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
         return Invalid("not_json", f"not JSON: {exc}"[:200])
     if type(obj) is not dict:
         return Invalid("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def properties_of(obj: dict) -> dict | Invalid:
+    """`properties` of a record: an object, or an empty one when absent (shared: never mutate it)."""
+    props = obj.get("properties")
+    if props is None:
+        return _EMPTY
+    if type(props) is not dict:
+        return Invalid("bad_properties", f"properties must be an object, got {type(props).__name__}")
+    return props
+
+
+def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event | Invalid:
+    """Parse one JSON record; the hot path of intake, so the field checks are inlined."""
+    obj = load_object(raw, max_bytes)
+    if type(obj) is Invalid:
+        return obj
     eid = obj.get("event_id")
     if type(eid) is not str or not eid:
-        return _bad_string("event_id", eid)
+        return bad_field("event_id", eid)
     cid = obj.get("contact_id")
     if type(cid) is not str or not cid:
-        return _bad_string("contact_id", cid)
+        return bad_field("contact_id", cid)
     etype = obj.get("type")
     if type(etype) is not str or not etype:
-        return _bad_string("type", etype)
+        return bad_field("type", etype)
     raw_ts = obj.get("ts")
     ts = None
     if type(raw_ts) is str:  # inlined parse_ts: the common case on the hot path
@@ -107,14 +132,10 @@ def parse_event(raw: bytes | str, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> E
     elif type(raw_ts) is int:
         ts = parse_ts(raw_ts)
     if ts is None:
-        if raw_ts is None:
-            return Invalid("missing_field", "ts: required")
-        return Invalid("bad_ts", f"ts must be ISO-8601 with offset or integer epoch ms: {raw_ts!r}"[:200])
-    props = obj.get("properties")
-    if props is None:
-        props = _EMPTY
-    elif type(props) is not dict:
-        return Invalid("bad_properties", f"properties must be an object, got {type(props).__name__}")
+        return bad_ts(raw_ts)
+    props = properties_of(obj)
+    if type(props) is Invalid:
+        return props
     if etype == "consent_changed":
         bad = _check_consent(props)
         if bad is not None:
