@@ -52,23 +52,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
 from bench.broker_floor import produce  # noqa: E402
 from bench.common import machine_info  # noqa: E402
 from bench.generate import generate  # noqa: E402
-from bench.kafka_bench import create_topics  # noqa: E402
+from bench.kafka_bench import create_topics, espresso_cmd, read_values  # noqa: E402
+from connectors.embedded_broker import free_port  # noqa: E402
 from state.timeutil import parse_ts  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def uptime() -> str:
@@ -113,26 +106,9 @@ def produce_stream(bootstrap: str, topic: str, lines: list[bytes]) -> tuple[floa
     return time.perf_counter() - t0, dict(sorted(per_part.items())), where
 
 
-def read_all(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-scaleout-reader",
-                  "enable.partition.eof": True, "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    done, out = set(), []
-    while len(done) < partitions:
-        for m in c.consume(5000, 1.0):
-            if m.error():
-                done.add(m.partition())
-            else:
-                out.append(m.value())
-    c.close()
-    return out
-
-
 # -- processes ----------------------------------------------------------------------------------
 def run_cmd(bootstrap: str, topics: tuple[str, str, str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "commands.cli", "run", "--bootstrap-servers", bootstrap,
-            "--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2],
-            "--stop-at-end", "--metrics-port", "-1", "-w", "1", *extra]
+    return espresso_cmd(bootstrap, topics, "--stop-at-end", "--metrics-port", "-1", "-w", "1", *extra)
 
 
 def run_together(cmds: list[list[str]], logs: list[Path], timeout: float = 1800) -> dict:
@@ -218,8 +194,8 @@ def measure(bootstrap: str, src: str, per_part: dict[int, int], where: dict[str,
     logs = [workdir / f"{tag}-p{i}.log" for i in range(procs)]
     print(f"  {tag}: {procs} process(es), load {loadavg()[0]:.2f} ...", flush=True)
     m = run_together(commands(bootstrap, topics, procs, extra), logs)
-    values = read_all(bootstrap, outs[0], partitions)
-    dead = read_all(bootstrap, outs[1], 1)
+    values = read_values(bootstrap, outs[0])
+    dead = read_values(bootstrap, outs[1])
     recs = [orjson.loads(v) for v in values]
     ids = [r["change_id"] for r in recs]
     stamps = [parse_ts(r["processed_at"]) for r in recs]
@@ -269,7 +245,7 @@ def fmt(x, spec: str = ",.0f") -> str:
 
 # -- (c) growing a running deployment: 1 process -> 2, resuming from the snapshots -----------------
 def ids_of(bootstrap: str, topic: str, partitions: int) -> list[str]:
-    return [orjson.loads(v)["change_id"] for v in read_all(bootstrap, topic, partitions)]
+    return [orjson.loads(v)["change_id"] for v in read_values(bootstrap, topic)]
 
 
 def move_partition(src: Path, dst: Path, k: int) -> list[str]:
