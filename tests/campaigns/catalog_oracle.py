@@ -38,7 +38,7 @@ from fractions import Fraction
 from state.campaigns.model import Campaign, Campaigns
 from state.events import Event
 
-from .sequence_oracle import _Contact, _Run, run_hex, run_id
+from .sequence_oracle import _Contact, run_hex, run_id
 
 __all__ = ["CatalogOracle", "FIELDS", "Trigger", "exact", "render", "template"]
 
@@ -117,30 +117,10 @@ class _Watcher(_Contact):
     def moment(self, t: int, evs: list[Event], triggers: list[Trigger]) -> None:
         """`sequence_oracle._Contact.instant` for a contact without event or date campaigns,
         the catalog runs of `t` starting between its events and its due steps."""
-        unsubscribed = set()
-        for e in evs:
-            p = e.properties
-            if e.type == "consent_changed" and p.get("status") in ("subscribed", "unsubscribed"):
-                code = (e.ts, 1 if p["status"] == "subscribed" else 2)
-                if code > self.consent.get(p.get("channel"), (-1, 0)):
-                    self.consent[p.get("channel")] = code
-                if p["status"] == "unsubscribed":
-                    unsubscribed.add(p.get("channel"))
-            elif e.type == "profile_updated":
-                self.profile.update(p)
-                self.profile = {k: v for k, v in self.profile.items() if v is not None}
-        for ch in sorted(unsubscribed, key=str):
-            if self.status(ch) == "unsubscribed":
-                for r in sorted((r for r in self.runs if r.camp.channel == ch), key=_Run.order):
-                    self._end(r, "skipped_consent", "unsubscribed_while_pending", t)
+        self.apply_state(t, evs)
         for tr in triggers:
             self.catalog(self.camps.by_id[tr.campaign_id], t, tr)
-        while True:
-            due = [r for r in self.runs if r.due <= t]
-            if not due:
-                return
-            assert all(r.due == t for r in due), "a step left behind"
-            self.step(min(due, key=_Run.order), t)
+        self.decide_due(t)
 
 
 # -- the whole stream ---------------------------------------------------------------------

@@ -286,6 +286,23 @@ class _Contact:
 
     # one instant
     def instant(self, t: int, evs: list[Event]) -> None:
+        self.apply_state(t, evs)
+        by_priority = sorted((c for c in self.camps.campaigns if c.event is not None), key=lambda c: (-c.priority, c.id))
+        for e in evs:
+            for c in by_priority:
+                if c.event.type == e.type and c.event.matches(e.properties):
+                    self.trigger(c, e, t)
+        for e in evs:
+            self.exit(e, t)
+        for c in sorted((c for c in self.camps.campaigns if c.date is not None), key=lambda c: (-c.priority, c.id)):
+            y = self._date_year(c, t)
+            if y is not None:
+                self.done[c.id] = y
+                self.start(c, t, run_id(self.cid, c.id, f"date:{y}"), {}, None)
+        self.decide_due(t)
+
+    def apply_state(self, t: int, evs: list[Event]) -> None:
+        """The instant's consent and profile events; an unsubscribe ends its channel's runs."""
         unsubscribed = set()
         for e in evs:
             p = e.properties
@@ -302,18 +319,9 @@ class _Contact:
             if self.status(ch) == "unsubscribed":
                 for r in sorted((r for r in self.runs if r.camp.channel == ch), key=_Run.order):
                     self._end(r, "skipped_consent", "unsubscribed_while_pending", t)
-        by_priority = sorted((c for c in self.camps.campaigns if c.event is not None), key=lambda c: (-c.priority, c.id))
-        for e in evs:
-            for c in by_priority:
-                if c.event.type == e.type and c.event.matches(e.properties):
-                    self.trigger(c, e, t)
-        for e in evs:
-            self.exit(e, t)
-        for c in sorted((c for c in self.camps.campaigns if c.date is not None), key=lambda c: (-c.priority, c.id)):
-            y = self._date_year(c, t)
-            if y is not None:
-                self.done[c.id] = y
-                self.start(c, t, run_id(self.cid, c.id, f"date:{y}"), {}, None)
+
+    def decide_due(self, t: int) -> None:
+        """The steps due at `t`, by priority."""
         while True:
             due = [r for r in self.runs if r.due <= t]
             if not due:
