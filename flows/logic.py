@@ -209,11 +209,12 @@ class ShardLogic(StatefulBatchLogic):
         """Process what the aligner lets through; time moves up to what still waits."""
         aligner = self.aligner
         assert aligner is not None
-        now = wall_ms() if self.live else None
+        wall = wall_ms()
+        now = wall if self.live else None
         if end is not None:
             watermark, settled = end + 1, end
         else:
-            watermark, settled = self.clock.watermark(wall_ms()), self.clock.settled
+            watermark, settled = self.clock.watermark(wall), self.clock.settled
         events = aligner.release(max(settled, watermark - 1), now)
         bound = aligner.bound(now)
         out = self._process(events, min(watermark, bound), min(settled, bound - 1))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
-from .conditions import Segment
+from .conditions import All, AnyOf, Consent, Not, Segment
 from .program import BITS, Program, condition_facts
 
 __all__ = ["Plan", "plan_change", "migrate_columns", "DefinitionChangeRefused"]
@@ -83,8 +83,6 @@ def plan_change(old_segments: list[Segment], old_facts: dict[str, tuple[str, tup
 
 
 def _reasons(seg: Segment) -> set[str]:
-    from .conditions import All, AnyOf, Consent, Not
-
     out: set[str] = set()
     stack = [seg.when]
     while stack:
@@ -111,13 +109,14 @@ def migrate_columns(rows: int, ints: list, floats: list, objects: list, old_fact
     new_cols = {"I": I, "F": F, "O": O}
     old_cols = {"I": ints, "F": floats, "O": objects}
     recode = {code: new.reasons.get(name, 0) for name, code in old_reasons.items()}
+    renumbered = any(old != now for old, now in recode.items())  # consent codes carry reason numbers
     for key, (kind, cols) in new.facts.items():
         have = old_facts.get(key)
         if have is None:
             continue
         for new_col, old_col in zip(cols, have[1]):  # a ring keeps its newest entries
             src = old_cols[kind][old_col]
-            if key.startswith("consent:") and recode and any(k != v for k, v in recode.items()):
+            if renumbered and key.startswith("consent:"):
                 new_cols[kind][new_col] = array("q", ((v & ~63) | recode.get(v & 63, 0) for v in src))
             elif kind == "O":
                 new_cols[kind][new_col] = list(src)
