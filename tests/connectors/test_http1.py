@@ -73,6 +73,19 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+def post_times(answer, n: int) -> tuple["RawServer", list[Response]]:
+    """`n` POSTs of `{}` through one pool to a server answering with `answer`: (server, answers)."""
+    async def main():
+        async with RawServer(answer) as server:
+            pool = Http1Pool(server.url)
+            try:
+                got = [await pool.post(b"{}") for _ in range(n)]
+            finally:
+                await pool.close()
+            return server, got
+    return run(main())
+
+
 async def reply(writer: asyncio.StreamWriter, *parts: bytes, pause_s: float = 0.01) -> None:
     """Write the answer in several packets, so the client parses it across `data_received`s."""
     for i, part in enumerate(parts):
@@ -130,16 +143,7 @@ def test_chunked_answer_in_pieces_with_extension_and_trailer():
                     b"lo\r\n7;ext=1\r\n, world\r\n", b"0\r\nX-Trailer: t\r\n\r\n")
         return True
 
-    async def main():
-        async with RawServer(answer) as server:
-            pool = Http1Pool(server.url)
-            try:
-                got = [await pool.post(b"{}") for _ in range(2)]
-            finally:
-                await pool.close()
-            return server, got
-
-    server, got = run(main())
+    server, got = post_times(answer, 2)
     assert [(r.status, r.body, r.headers) for r in got] == [
         (200, b"hello, world", {"transfer-encoding": "chunked", "x-a": "spaced"})] * 2  # trailers left out
     assert server.connections == 1  # a chunked answer ends at its last chunk: the connection is reused
@@ -150,16 +154,7 @@ def test_answer_delimited_by_the_end_of_the_connection():
         await reply(writer, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst part, ", b"second part")
         return False  # no Content-Length, not chunked: the close ends the body
 
-    async def main():
-        async with RawServer(answer) as server:
-            pool = Http1Pool(server.url)
-            try:
-                got = [await pool.post(b"{}") for _ in range(2)]
-            finally:
-                await pool.close()
-            return server, got
-
-    server, got = run(main())
+    server, got = post_times(answer, 2)
     assert [(r.status, r.body) for r in got] == [(200, b"first part, second part")] * 2
     assert server.connections == 2  # not reused
 
@@ -176,15 +171,7 @@ def test_connection_close_and_http10_are_not_reused():
             writer.write(raw)
             return not close  # a server that says close does close, but the client must not wait for it
 
-        async def main():
-            async with RawServer(answer) as server:
-                pool = Http1Pool(server.url)
-                try:
-                    got = [await pool.post(b"{}") for _ in range(3)]
-                finally:
-                    await pool.close()
-                return server, got
-        return run(main())
+        return post_times(answer, 3)
 
     for name, close, connections in (("close", False, 3), ("close", True, 3), ("1.0", False, 3),
                                       ("1.0 keep-alive", False, 1)):
@@ -199,16 +186,7 @@ def test_interim_1xx_answers_are_skipped():
                     b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\ndone")
         return True
 
-    async def main():
-        async with RawServer(answer) as server:
-            pool = Http1Pool(server.url)
-            try:
-                got = [await pool.post(b"{}") for _ in range(2)]
-            finally:
-                await pool.close()
-            return server, got
-
-    server, got = run(main())
+    server, got = post_times(answer, 2)
     assert got == [Response(202, {"content-length": "4"}, b"done")] * 2
     assert server.connections == 1
 
@@ -218,16 +196,7 @@ def test_204_without_body_keeps_the_connection():
         writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
         return True
 
-    async def main():
-        async with RawServer(answer) as server:
-            pool = Http1Pool(server.url)
-            try:
-                got = [await pool.post(b"{}") for _ in range(3)]
-            finally:
-                await pool.close()
-            return server, got
-
-    server, got = run(main())
+    server, got = post_times(answer, 3)
     assert [(r.status, r.body) for r in got] == [(204, b"")] * 3
     assert server.connections == 1
 
@@ -342,16 +311,7 @@ def test_bytes_after_the_answer_make_the_connection_unusable():
         writer.write(OK + b"HTTP/1.1 200 OK\r\n")
         return True
 
-    async def main():
-        async with RawServer(answer) as server:
-            pool = Http1Pool(server.url)
-            try:
-                got = [await pool.post(b"{}") for _ in range(2)]
-            finally:
-                await pool.close()
-            return server, got
-
-    server, got = run(main())
+    server, got = post_times(answer, 2)
     assert [r.body for r in got] == [b"{}"] * 2
     assert server.connections == 2
 
