@@ -1,4 +1,4 @@
-"""The `espresso` command: `replay`, `run`, `deliver`, `members`, `report`, `demo`.
+"""The `espresso` command: `replay`, `run`, `backfill`, `deliver`, `members`, `report`, `demo`.
 
 Each subcommand's flags and body live in its own module of this package; modules that
 import Kafka or Redis clients are imported only when their subcommand runs. This file maps
@@ -34,6 +34,10 @@ SUBCOMMANDS = {
     "demo": ("live demo on an embedded broker: synthetic shop traffic, changes and messages printed",
              "Start an embedded Kafka-compatible broker (unless KAFKA_BOOTSTRAP_SERVERS is set), stream "
              "synthetic contact events into it and print segment changes and retargeting messages live."),
+    "backfill": ("build from history the facts new segment definitions need, in a stopped deployment's state",
+                 "On a stopped `espresso run`'s recovery directory: build, from JSONL archives or the input topic, "
+                 "the facts new segment definitions read and the state does not keep, so that `espresso run` "
+                 "with those definitions switches them in (docs/operations.md, \"Changing definitions\")."),
     "deliver": ("send retargeting messages from Kafka, each exactly once (Redis idempotency)",
                 "Consume retargeting-messages and send each through the channels configured in the "
                 "environment (docs/delivery.md)."),

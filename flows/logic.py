@@ -21,7 +21,7 @@ from state.timeutil import MAX_TS, NEVER, wall_ms
 from .config import LIVE, FlowConfig
 from .observe import IntakeObserver, ShardObserver
 
-__all__ = ["ShardBatch", "IntakeLogic", "CatalogIntakeLogic", "ShardLogic"]
+__all__ = ["ShardBatch", "IntakeLogic", "CatalogIntakeLogic", "ShardLogic", "SNAPSHOT_V2"]
 
 
 class ShardBatch(NamedTuple):
@@ -138,7 +138,7 @@ class ShardLogic(StatefulBatchLogic):
         state = campaign_state = clock_state = aligner_state = None
         if isinstance(resume, bytes):  # pickled by `snapshot` itself (its size is measured)
             resume = pickle.loads(resume)
-        if resume is not None and resume[0] == _SNAPSHOT_V2:
+        if resume is not None and resume[0] == SNAPSHOT_V2:
             _, state, clock_state, campaign_state = resume[:4]
             aligner_state = resume[4] if len(resume) > 4 else None
         elif resume is not None:
@@ -285,7 +285,7 @@ class ShardLogic(StatefulBatchLogic):
         if not self.cfg.snapshots:
             return None
         start = time.perf_counter()
-        blob = pickle.dumps((_SNAPSHOT_V2, self.shard.snapshot(copy=False), self.clock.snapshot(),
+        blob = pickle.dumps((SNAPSHOT_V2, self.shard.snapshot(copy=False), self.clock.snapshot(),
                              None if self.engine is None else self.engine.snapshot(),
                              None if self.aligner is None else self.aligner.snapshot()),
                             protocol=pickle.HIGHEST_PROTOCOL)
@@ -294,7 +294,7 @@ class ShardLogic(StatefulBatchLogic):
         return blob
 
 
-_SNAPSHOT_V2 = "shard-v2"
+SNAPSHOT_V2 = "shard-v2"
 #: Contacts with waiting triggers decided per shard and call in the live flow: about 0.1-0.3 s
 #: of work, after which the shard's other input goes first (a fan-out spread over calls).
 SWEEP_LIMIT = 2000

@@ -8,7 +8,8 @@ written for it); a new or changed segment is evaluated from the kept facts at th
 instant, and the differences are written then, with cause `definition_changed`; a removed
 segment is dropped. A new or changed segment that reads a fact that was not kept (a new
 event type or filter, a deeper window count, a lifetime sum of a new property, a new consent
-reason) cannot be evaluated without history: it is refused, with the condition named.
+reason) cannot be evaluated without history: it is refused, with the condition named, until
+`espresso backfill` has built that fact from an archive or the input topic (state/backfill.py).
 Facts only campaigns need (a consent channel, a profile field) start empty, which only ever
 withholds a message until the contact's next such event.
 """
@@ -43,8 +44,9 @@ class Plan:
     def refusal(self) -> str:
         what = "; ".join(f"segment {sid!r}: {why}" for sid, why in self.refused)
         return (f"{what}. espresso keeps per contact only the facts the previous definitions read, so these "
-                "segments would start without their history; keep their earlier definition, or start from an "
-                "empty recovery directory to rebuild every segment from the input topic")
+                "segments would start without their history; stop espresso and build it with `espresso backfill` (from "
+                "an archive or the input topic), keep their earlier definition, or start from an empty recovery "
+                "directory to rebuild every segment from the input topic")
 
 
 def _describe(key: str) -> str:

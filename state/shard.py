@@ -106,10 +106,10 @@ class Shard:
                 self.migration = plan
                 old_index = {s.id: i for i, s in enumerate(state.segments)}
                 rebuild = (plan, old_index, state.ints[BITS])
-            else:
-                self.I = [array("q", a) for a in state.ints]
-                self.F = [array("d", a) for a in state.floats]
-                self.O = [list(o) for o in state.objects]
+            else:  # columns past the layout (facts a backfill built for other definitions) are dropped
+                self.I = [array("q", a) for a in state.ints[:program.ints]]
+                self.F = [array("d", a) for a in state.floats[:program.floats]]
+                self.O = [list(o) for o in state.objects[:program.objects]]
             self.seen = SeenIds.__new__(SeenIds)
             self.seen.__setstate__(_copy_seen(state.seen))
             if state.heap is not None:
