@@ -17,6 +17,7 @@ contacts the state holds, connectors/partitioners.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import sqlite3
@@ -28,16 +29,16 @@ from typing import Any, Iterator
 import orjson
 
 from connectors.partitioners import PARTITIONERS, detect_partitioner
-from state.backfill import UNBOUNDED, FactFiller, lookback_ms, missing_facts
+from state.backfill import UNBOUNDED, FactFiller, lookback_ms, missing_facts, scratch_program
 from state.errors import ConfigError
 from state.events import Invalid, parse_event
 from state.intake import DeadLetter, shard_of
 from state.migrate import plan_change
 from state.program import Program
-from state.shard import unpack_ids
+from state.shard import ShardDelta, apply_delta, unpack_ids
 from state.timeutil import format_ms
 
-from .logic import SNAPSHOT_V2
+from .logic import SNAPSHOT_V2, SNAPSHOT_V3
 from .run import DEFINITIONS_FILE
 
 __all__ = ["ArchiveHistory", "TopicHistory", "BackfillResult", "backfill", "read_input_offsets"]
@@ -49,24 +50,30 @@ _BATCH = 4096
 
 @dataclass
 class _Snap:
-    """One stored snapshot of one shard (a key may have several, one per epoch kept)."""
+    """One stored snapshot of one shard (a key may have several, one per epoch kept), made
+    whole: a v3 snapshot's changes applied to the base it names."""
 
     part: Path
     key: str
     epoch: int
-    payload: list  # the ShardLogic resume tuple: version, state, clock, campaigns, aligner
+    payload: list  # the ShardLogic resume tuple (flows/logic.py `ShardLogic.snapshot`)
+    state: Any
+    base_id: str | None = None  # the base it was made whole from (v3)
 
     @property
     def partition(self) -> int:
         return int(self.key.split(".")[0])
 
     @property
-    def state(self) -> Any:
-        return self.payload[1]
-
-    @property
     def frontier(self) -> int:
-        return self.payload[2][0]
+        return self.payload[3][0] if self.payload[0] == SNAPSHOT_V3 else self.payload[2][0]
+
+    def filled(self, state: Any) -> tuple:
+        """The payload with `state` whole in it (a v3 snapshot without a base)."""
+        p = self.payload
+        if p[0] == SNAPSHOT_V3:
+            return (SNAPSHOT_V3, None, state, *p[3:])
+        return (SNAPSHOT_V2, state, *p[2:])
 
 
 @dataclass
@@ -77,6 +84,7 @@ class BackfillResult:
     applied: int = 0  # applied to the new facts
     added: int = 0  # contacts only the history knew
     unplaced: int = 0  # events of unknown contacts no partitioner could place
+    elsewhere: int = 0  # events of shards whose snapshots are not in this directory
     after_cutoff: int = 0
     invalid: int = 0
     dead_letters: Path | None = None
@@ -90,6 +98,7 @@ class BackfillResult:
                 f"events ({self.applied} applied, {self.after_cutoff} after what the input had read, left to it; "
                 f"{self.added} contacts added from the history alone"
                 + (f"; {self.unplaced} events of unknown contacts not placed" if self.unplaced else "")
+                + (f"; {self.elsewhere} events of shards held by other recovery partitions" if self.elsewhere else "")
                 + (f"; {self.invalid} invalid lines -> {self.dead_letters}" if self.invalid else "")
                 + f"); segments to switch in: {', '.join(self.rebuilt) or 'none'}")
 
@@ -118,22 +127,44 @@ def _load(blob: bytes) -> Any:
     return pickle.loads(value) if isinstance(value, bytes) else value
 
 
-def _read_snaps(recovery_dir: Path, flow_id: str) -> list[_Snap]:
+def _rows(recovery_dir: Path, step_id: str) -> list[tuple[Path, str, int, bytes]]:
     out = []
     for part in _parts(recovery_dir):
         con = _connect(part)
         try:
-            rows = con.execute("SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? "
-                               "AND ser_change IS NOT NULL", (f"{flow_id}.segments",)).fetchall()
+            out.extend((part, key, epoch, blob) for key, epoch, blob in _rows_of(con, step_id))
         finally:
             con.close()
-        for key, epoch, blob in rows:
-            payload = _load(blob)
-            if not isinstance(payload, tuple) or not payload or payload[0] != SNAPSHOT_V2:
-                raise ConfigError(f"--recovery-dir {recovery_dir}: the snapshot of shard {key} was made by an older "
-                                  "version of espresso; run `espresso run` once with the definitions it was made "
-                                  "with (it rewrites the snapshots), stop it, then backfill")
-            out.append(_Snap(part, key, epoch, list(payload)))
+    return out
+
+
+def _rows_of(con: sqlite3.Connection, step_id: str) -> list[tuple[str, int, bytes]]:
+    return con.execute("SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ? "
+                       "AND ser_change IS NOT NULL", (step_id,)).fetchall()
+
+
+def _read_snaps(recovery_dir: Path, flow_id: str) -> list[_Snap]:
+    """Every resumable shard snapshot, made whole. A v3 snapshot whose base is gone is one
+    Bytewax will not resume from (a newer one was committed): left as it is."""
+    bases = {}
+    for _, _, _, blob in _rows(recovery_dir, f"{flow_id}.bases"):
+        item = _load(blob)
+        bases[item.base_id] = item.blob
+    out = []
+    for part, key, epoch, blob in _rows(recovery_dir, f"{flow_id}.segments"):
+        payload = _load(blob)
+        if not isinstance(payload, tuple) or not payload or payload[0] not in (SNAPSHOT_V2, SNAPSHOT_V3):
+            raise ConfigError(f"--recovery-dir {recovery_dir}: the snapshot of shard {key} was made by an older "
+                              "version of espresso; run `espresso run` once with the definitions it was made "
+                              "with (it rewrites the snapshots), stop it, then backfill")
+        if payload[0] == SNAPSHOT_V2:
+            out.append(_Snap(part, key, epoch, list(payload), payload[1]))
+        elif payload[1] is None:
+            out.append(_Snap(part, key, epoch, list(payload), payload[2]))
+        elif payload[1] in bases:
+            delta: ShardDelta = payload[2]
+            out.append(_Snap(part, key, epoch, list(payload), apply_delta(pickle.loads(bases[payload[1]]), delta),
+                             payload[1]))
     return out
 
 
@@ -155,8 +186,9 @@ def read_input_offsets(recovery_dir: Path, flow_id: str = "espresso") -> dict[in
     return {p: off for p, (_, off) in offsets.items()}
 
 
-def _write(snaps: list[_Snap], flow_id: str) -> None:
-    """Rewrite the rows, one transaction per recovery partition."""
+def _write(recovery_dir: Path, snaps: list[_Snap], flow_id: str) -> None:
+    """Rewrite the rows whole, one transaction per recovery partition; the bases they were
+    made whole from are deleted (nothing names them any more)."""
     by_part: dict[Path, list[_Snap]] = defaultdict(list)
     for s in snaps:
         by_part[s.part].append(s)
@@ -166,10 +198,22 @@ def _write(snaps: list[_Snap], flow_id: str) -> None:
             with con:
                 con.executemany(
                     "UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ? AND snap_epoch = ?",
-                    [(pickle.dumps(pickle.dumps(tuple(s.payload), protocol=pickle.HIGHEST_PROTOCOL)),
+                    [(pickle.dumps(pickle.dumps(s.filled(s.state), protocol=pickle.HIGHEST_PROTOCOL)),
                       f"{flow_id}.segments", s.key, s.epoch) for s in rows])
         finally:
             con.close()
+    used = {s.base_id for s in snaps if s.base_id is not None}
+    for part in _parts(recovery_dir):
+        con = _connect(part)
+        try:
+            stale = [(key, epoch) for key, epoch, blob in _rows_of(con, f"{flow_id}.bases")
+                     if _load(blob).base_id in used]
+            with con:
+                con.executemany("DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND snap_epoch = ?",
+                                [(f"{flow_id}.bases", key, epoch) for key, epoch in stale])
+        finally:
+            con.close()
+
 
 
 # -- history ----------------------------------------------------------------------------
@@ -304,10 +348,11 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
     for s in snaps:
         for cid in unpack_ids(s.state.cids):
             held[cid] = s.partition
-    name = detect_partitioner(dict(list(held.items())[:20_000]), partitions)
+    name = detect_partitioner(dict(itertools.islice(held.items(), 20_000)), partitions)
     result.partitioner = name
     place = PARTITIONERS[name] if name else None
-    own = [FactFiller(s.state, program, s.frontier, adopt=lambda cid: True) for s in snaps]
+    scratch = scratch_program(program, missing)  # only the segments that read the missing facts
+    own = [FactFiller(s.state, program, s.frontier, adopt=lambda cid: True, scratch=scratch) for s in snaps]
     fillers: dict[str, list[FactFiller]] = defaultdict(list)
     for s, filler in zip(snaps, own):
         fillers[s.key].append(filler)
@@ -326,6 +371,8 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
             routed[f"{p}.{shard_of(ev.contact_id, shards)}"].append(ev)
         result.events += len(batch)
         for key, events in routed.items():
+            if key not in fillers:  # a shard no snapshot here holds (another process's recovery partitions)
+                result.elsewhere += len(events)
             for filler in fillers.get(key, ()):
                 filler.feed(events)
     _check_covered(history, lookback, lateness_ms, min(s.frontier for s in snaps), plan.rebuilt)
@@ -335,7 +382,7 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
             newest[s.key] = s
     for s, filler in zip(snaps, own):
         filled, report = filler.result()
-        s.payload[1] = filled
+        s.state = filled
         if newest[s.key] is s:
             result.applied += report.applied
             result.added += report.added
@@ -343,7 +390,7 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
     result.snapshots = len(snaps)
     result.invalid = history.invalid
     result.dead_letters = history.dead_letters
-    _write(snaps, flow_id)
+    _write(recovery_dir, snaps, flow_id)
     _write_definitions(recovery_dir, snaps[0].state)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -13,7 +14,8 @@ from state.align import Aligner
 from state.catalog.intake import CatalogIntake
 from state.events import Event
 from state.campaigns import CampaignEngine
-from state.shard import Shard
+from state.errors import RuntimeFailure
+from state.shard import Shard, ShardDelta, apply_delta
 from state.timekeeping import PartitionClock, PartitionTime, ShardClock
 from connectors.batch import RawBatch
 from state.timeutil import MAX_TS, NEVER, wall_ms
@@ -21,7 +23,8 @@ from state.timeutil import MAX_TS, NEVER, wall_ms
 from .config import LIVE, FlowConfig
 from .observe import IntakeObserver, ShardObserver
 
-__all__ = ["ShardBatch", "IntakeLogic", "CatalogIntakeLogic", "ShardLogic", "SNAPSHOT_V2"]
+__all__ = ["ShardBatch", "IntakeLogic", "CatalogIntakeLogic", "ShardLogic", "BaseItem", "BaseLogic", "SNAPSHOT_V2",
+           "SNAPSHOT_V3"]
 
 
 class ShardBatch(NamedTuple):
@@ -132,13 +135,27 @@ class CatalogIntakeLogic(StatefulBatchLogic):
 class ShardLogic(StatefulBatchLogic):
     """One shard of contacts; emits `Change`s, and campaign `Message`s/`Decision`s if any."""
 
-    def __init__(self, cfg: FlowConfig, resume: tuple | None) -> None:
+    def __init__(self, cfg: FlowConfig, resume: tuple | bytes | None) -> None:
         self.cfg = cfg
         self.live = cfg.mode == LIVE
+        #: The whole state written last (`BaseItem`, kept by the `bases` step); snapshots carry
+        #: only what changed since. None: no base yet (the next batch writes one).
+        self.base_id: str | None = None
+        self._compact = False  # the changes since the base grew large: write a new base
+        self._awaiting: tuple | None = None  # a v3 resume waiting for its base (`_ready`)
+        self._waiting: list = []  # input that arrived before the base
+        self._since = time.monotonic()
         state = campaign_state = clock_state = aligner_state = None
         if isinstance(resume, bytes):  # pickled by `snapshot` itself (its size is measured)
             resume = pickle.loads(resume)
-        if resume is not None and resume[0] == SNAPSHOT_V2:
+        if resume is not None and resume[0] == SNAPSHOT_V3:
+            _, base_id, part, clock_state, campaign_state, aligner_state, waiting = resume
+            self._waiting = list(waiting)
+            if base_id is not None:  # the base comes from the `bases` step's own resume
+                self._awaiting = (base_id, part, clock_state, campaign_state, aligner_state)
+                return
+            state = part
+        elif resume is not None and resume[0] == SNAPSHOT_V2:
             _, state, clock_state, campaign_state = resume[:4]
             aligner_state = resume[4] if len(resume) > 4 else None
         elif resume is not None:
@@ -146,11 +163,20 @@ class ShardLogic(StatefulBatchLogic):
             state, frontier = resume[0], resume[1]
             clock_state = (frontier, frontier - 1, frontier - cfg.allowed_lateness_ms)
             campaign_state = resume[4] if len(resume) > 4 else None
+        self._build(state, clock_state, campaign_state, aligner_state)
+
+    def _build(self, state: Any, clock_state: Any, campaign_state: Any, aligner_state: Any,
+               delta: ShardDelta | None = None) -> None:
+        cfg = self.cfg
         # Restored state made with other definitions switches at the instant time had reached
         # (state/migrate.py); what that writes goes out with the first output.
         switch_at = None if clock_state is None or clock_state[2] == NEVER else clock_state[2]
         self.shard = Shard(cfg.program, cfg.dedup_horizon, state, switch_at=switch_at)
         self.switched: list = list(self.shard.migrated)
+        if delta is not None and self.shard.migration is None:  # still the changes since that base
+            self.shard.track_since(delta.base_rows, delta.rows)
+        else:
+            self.base_id = None
         self.clock = ShardClock(cfg.allowed_lateness_ms, self.live, clock_state)
         self.engine = None if cfg.campaigns is None else CampaignEngine(cfg.campaigns, campaign_state,
                                                                        catalog=bool(cfg.catalog_parts))
@@ -160,6 +186,36 @@ class ShardLogic(StatefulBatchLogic):
         #: With a catalogue input, contact events and updates meet in event time (state/align.py).
         self.aligner = (Aligner(cfg.catalog_parts, aligner_state, lateness_ms=cfg.catalog_lateness_ms)
                         if cfg.catalog_parts else None)
+
+    def _ready(self) -> bool:
+        """Whether the shard is built: a v3 resume needs its base, which the `bases` step's
+        resume hands over in this process (the same key is on the same worker in both steps)."""
+        if self._awaiting is None:
+            return True
+        base_id, delta, clock_state, campaign_state, aligner_state = self._awaiting
+        blob = RESTORED.pop(base_id, None)
+        if blob is None:
+            if time.monotonic() - self._since > BASE_WAIT_S:
+                raise RuntimeFailure(f"a shard's base snapshot {base_id} was not restored within {BASE_WAIT_S:.0f}s: "
+                                     "the recovery partitions are incomplete (restore all part-*.sqlite3 files "
+                                     "together) or were written by another dataflow")
+            return False
+        self._awaiting = None
+        self.base_id = base_id
+        self._build(apply_delta(pickle.loads(blob), delta), clock_state, campaign_state, aligner_state, delta)
+        return True
+
+    def _base(self) -> list:
+        """A new base when there is none yet or the changes since it grew large (snapshots on)."""
+        if not self.cfg.snapshots or (self.base_id is not None and not self._compact):
+            return []
+        start = time.perf_counter()
+        blob = pickle.dumps(self.shard.snapshot(copy=False), protocol=pickle.HIGHEST_PROTOCOL)
+        self.shard.mark_base()
+        self.base_id, self._compact = uuid.uuid4().hex, False
+        if self.observer is not None:
+            self.observer.m.on_snapshot(time.perf_counter() - start, len(blob))
+        return [BaseItem(self.base_id, blob)]
 
     def _process(self, events: list, watermark: int, settled: int | None) -> list:
         """Apply, settle what is final, fire timers before `watermark`: changes, then campaign outputs."""
@@ -175,9 +231,18 @@ class ShardLogic(StatefulBatchLogic):
         return out
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
+        if not self._ready():
+            self._waiting.extend(values)
+            return [], StatefulBatchLogic.RETAIN
+        if self._waiting:
+            values, self._waiting = self._waiting + values, []
+        out, retain = self._on_batch(values)
+        return out + self._base(), retain
+
+    def _on_batch(self, values: list[ShardBatch]) -> tuple[list, bool]:
         if self.switched:
             out, self.switched = self.switched, []
-            more, retain = self.on_batch(values)
+            more, retain = self._on_batch(values)
             return out + more, retain
         if self.aligner is not None:
             return self._aligned_batch(values)
@@ -223,9 +288,17 @@ class ShardLogic(StatefulBatchLogic):
         return out
 
     def on_notify(self) -> tuple[list, bool]:
+        if not self._ready():
+            return [], StatefulBatchLogic.RETAIN
+        if self._waiting:
+            return self.on_batch([])
+        out, retain = self._on_notify()
+        return out + self._base(), retain
+
+    def _on_notify(self) -> tuple[list, bool]:
         if self.switched:
             out, self.switched = self.switched, []
-            more, retain = self.on_notify()
+            more, retain = self._on_notify()
             return out + more, retain
         if self.aligner is not None:
             out = self._release()
@@ -236,8 +309,17 @@ class ShardLogic(StatefulBatchLogic):
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list, bool]:
-        if self.live:
-            return [], StatefulBatchLogic.RETAIN
+        if not self._ready():
+            raise RuntimeFailure("the input ended before a shard's base snapshot was restored")
+        if self._waiting:
+            out, retain = self.on_batch([])
+            if not self.live:
+                more, retain = self.on_eof()
+                out += more
+            return out, retain
+        if self.live:  # the last epoch: the `bases` step is woken too and must write its base again
+            self._compact = True
+            return self._base(), StatefulBatchLogic.RETAIN
         until = self.cfg.until_ms
         end = max(self.clock.frontier, until if until is not None else NEVER)
         if self.aligner is not None:  # every input has ended: nothing more can come before anything waiting
@@ -257,6 +339,8 @@ class ShardLogic(StatefulBatchLogic):
     def notify_at(self) -> datetime | None:
         if not self.live:
             return None
+        if self._awaiting is not None or self._waiting:  # poll for the base, then catch up
+            return datetime.fromtimestamp(wall_ms() / 1000, tz=timezone.utc)
         if self.switched:  # changes of a definition switch wait to go out
             return datetime.fromtimestamp(wall_ms() / 1000, tz=timezone.utc)
         if self.engine is not None and self.engine.more:  # a fan-out is under way: go on at once
@@ -278,23 +362,77 @@ class ShardLogic(StatefulBatchLogic):
         return datetime.fromtimestamp(max(wall, 0) / 1000, tz=timezone.utc)
 
     def snapshot(self) -> bytes | None:
-        """The pickled (version, shard state, clock state, campaign state or None, aligner
-        state or None); None when nothing keeps snapshots (`FlowConfig.snapshots`), as nothing
-        resumes. Pickled here, once (Bytewax then stores the bytes as they are), so that the
-        time and size of every snapshot are measured (`espresso_snapshot_*`)."""
+        """The pickled (version, base id, changes since that base or the whole state without one,
+        clock state, campaign state or None, aligner state or None, input not yet processed);
+        None when nothing keeps snapshots (`FlowConfig.snapshots`), as nothing resumes. Pickled
+        here, once (Bytewax then stores the bytes as they are), so that the time and size of
+        every snapshot are measured (`espresso_snapshot_*`)."""
         if not self.cfg.snapshots:
             return None
+        if self._awaiting is not None:  # not built yet: what it was resumed with, and the input since
+            base_id, delta, clock_state, campaign_state, aligner_state = self._awaiting
+            return pickle.dumps((SNAPSHOT_V3, base_id, delta, clock_state, campaign_state, aligner_state,
+                                 self._waiting), protocol=pickle.HIGHEST_PROTOCOL)
         start = time.perf_counter()
-        blob = pickle.dumps((SNAPSHOT_V2, self.shard.snapshot(copy=False), self.clock.snapshot(),
+        shard = self.shard
+        if self.base_id is None:
+            part: Any = shard.snapshot(copy=False)
+        else:
+            part = shard.delta()
+            if shard.changed_rows() > max(COMPACT_MIN_ROWS, COMPACT_SHARE * len(shard)):
+                self._compact = True  # written by the next batch (only a batch can send it on)
+        blob = pickle.dumps((SNAPSHOT_V3, self.base_id, part, self.clock.snapshot(),
                              None if self.engine is None else self.engine.snapshot(),
-                             None if self.aligner is None else self.aligner.snapshot()),
+                             None if self.aligner is None else self.aligner.snapshot(), self._waiting),
                             protocol=pickle.HIGHEST_PROTOCOL)
         if self.observer is not None:
             self.observer.m.on_snapshot(time.perf_counter() - start, len(blob))
         return blob
 
 
+class BaseItem(NamedTuple):
+    """A shard's state written whole, from `ShardLogic` to `BaseLogic` under the same key."""
+
+    base_id: str
+    blob: bytes
+
+
+#: base id -> pickled state, put by `BaseLogic` when it resumes, taken by the `ShardLogic` of
+#: the same key: Bytewax routes a key to the same worker in every step, and builds a step's
+#: resumed keys before its first batch (the order across the two steps is not fixed, so a
+#: shard waits for its base: `ShardLogic._ready`).
+RESTORED: dict[str, bytes] = {}
+
+
+class BaseLogic(StatefulBatchLogic):
+    """Keeps a shard's latest base. Woken only when a new one arrives (or at the end of input,
+    when the shard sends one again), so Bytewax writes it only then: between bases, a shard's
+    own snapshots carry only its changes."""
+
+    def __init__(self, resume: BaseItem | None) -> None:
+        self.latest: BaseItem | None = None
+        if resume is not None:
+            RESTORED[resume.base_id] = resume.blob
+
+    def on_batch(self, values: list[BaseItem]) -> tuple[list, bool]:
+        self.latest = values[-1]
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> BaseItem:
+        latest, self.latest = self.latest, None  # not kept: the next wake brings a new one
+        if latest is None:
+            raise RuntimeFailure("a shard base was woken without a new base to write")
+        return latest
+
+
 SNAPSHOT_V2 = "shard-v2"
+SNAPSHOT_V3 = "shard-v3"
+#: A new base once the contacts changed since the last one exceed this share of those held
+#: (and this many): a snapshot then costs about what changed (BENCHMARKS.md, "Snapshots").
+COMPACT_SHARE = 0.25
+COMPACT_MIN_ROWS = 10_000
+#: How long a resumed shard waits for its base before it stops the flow.
+BASE_WAIT_S = 120.0
 #: Contacts with waiting triggers decided per shard and call in the live flow: about 0.1-0.3 s
 #: of work, after which the shard's other input goes first (a fan-out spread over calls).
 SWEEP_LIMIT = 2000

@@ -7,6 +7,8 @@
                                                                state, timers ├────▶ decisions sink
                                                                              └────▶ conversions sink
                                                                (campaigns, if any)
+                                                             └──▶ bases: each shard's whole state,
+                                                                  written when it changes (recovery on)
 
 Keys are partitions and shards, never contacts: a bounded number of Bytewax keys and
 timers, each shard holding many contacts (see docs/architecture.md).
@@ -25,7 +27,7 @@ from state.campaigns import Conversion, Message
 from state.changes import Change
 
 from .config import FlowConfig
-from .logic import CatalogIntakeLogic, IntakeLogic, ShardLogic
+from .logic import BaseItem, BaseLogic, CatalogIntakeLogic, IntakeLogic, ShardLogic
 
 __all__ = ["build_flow"]
 
@@ -50,6 +52,10 @@ def build_flow(cfg: FlowConfig, source: Source, changes: Sink, dead_letters: Sin
     _output("dead-letters", op.map("dead", split.trues, lambda item: item[1]), dead_letters)
     routed = op.map("route", split.falses, lambda item: item[1])
     shards = op.stateful_batch("segments", routed, lambda resume: ShardLogic(cfg, resume))
+    if cfg.snapshots:  # a shard's whole state goes to its own key of `bases`, written only when it changes
+        bases = op.branch("is-base", shards, lambda kv: isinstance(kv[1], BaseItem))
+        op.stateful_batch("bases", bases.trues, BaseLogic)
+        shards = bases.falses
     out = op.map("change", shards, lambda kv: kv[1])
     if cfg.campaigns is None:
         _output("changes", out, changes)

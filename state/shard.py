@@ -22,13 +22,15 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 from .changes import DEFINITION_CHANGED, Change
 from .dedup import DEFAULT_HORIZON, SeenIds
 from .events import Event
 from .migrate import DefinitionChangeRefused, Plan, migrate_columns, plan_change
 from .program import BITS, CLOCK, NO_TIMER, SCHED, SEQ, Program
 
-__all__ = ["Shard", "ShardState", "ShardStats"]
+__all__ = ["Shard", "ShardState", "ShardStats", "ShardDelta", "apply_delta"]
 
 _ROW = 0xFFFFFFFF
 _new_change = tuple.__new__  # skips NamedTuple's Python-level __new__: one per change
@@ -68,6 +70,63 @@ class ShardState:
     segments: tuple | None = None
     facts: dict | None = None
     reasons: dict | None = None
+
+
+@dataclass
+class ShardDelta:
+    """What changed in a shard since its state was last written whole (`Shard.mark_base`):
+    the rows touched since, all their columns; the contacts added since, whole; and the small
+    parts (dedup table, waiting evaluations, counters), whole. `apply_delta(base, delta)` is
+    the shard's state now, so a snapshot costs what changed, not what is held."""
+
+    fingerprint: str
+    base_rows: int
+    rows: np.ndarray  # int64 row numbers < base_rows, ascending
+    ints: list  # per integer column: np.ndarray of the values at `rows`
+    floats: list
+    objects: list  # per object column: list of the values at `rows`
+    new_cids: list | bytes  # `pack_ids` of the contacts added since the base
+    new_ints: list  # per column: array of the added rows' values
+    new_floats: list
+    new_objects: list
+    seen: SeenIds
+    pending: dict
+    stats: ShardStats
+
+
+def apply_delta(base: ShardState, delta: ShardDelta) -> ShardState:
+    """The state `delta` describes, from the whole state it was taken against."""
+    if base.fingerprint != delta.fingerprint:
+        raise ValueError(f"a snapshot delta for definitions {delta.fingerprint} cannot apply to a base made with "
+                         f"{base.fingerprint}")
+    cids = unpack_ids(base.cids)
+    if len(cids) != delta.base_rows:
+        raise ValueError(f"a snapshot delta against {delta.base_rows} contacts cannot apply to a base of {len(cids)}")
+    cids.extend(unpack_ids(delta.new_cids))
+    rows = delta.rows
+
+    def patched(cols: list, values: list, added: list, code: str, dtype: type) -> list:
+        out = []
+        for col, at_rows, new in zip(cols, values, added):
+            a = array(code, col)
+            if len(rows):
+                np.frombuffer(a, dtype=dtype)[rows] = at_rows
+            a.extend(new)
+            out.append(a)
+        return out
+
+    ints = patched(base.ints, delta.ints, delta.new_ints, "q", np.int64)
+    floats = patched(base.floats, delta.floats, delta.new_floats, "d", np.float64)
+    objects = []
+    listed = rows.tolist()
+    for col, values, new in zip(base.objects, delta.objects, delta.new_objects):
+        o = list(col)
+        for r, v in zip(listed, values):
+            o[r] = v
+        o.extend(new)
+        objects.append(o)
+    return ShardState(base.fingerprint, cids, ints, floats, objects, delta.seen, None, delta.pending, delta.stats,
+                      base.segments, base.facts, base.reasons)
 
 
 class Shard:
@@ -121,6 +180,9 @@ class Shard:
             self.pending = {r: list(p) for r, p in state.pending.items()}
             self.stats = state.stats.copy()
         self.index = {cid: row for row, cid in enumerate(self.cids)}
+        #: Rows changed since the state was last written whole (`mark_base`, `delta`).
+        self._dirty = bytearray(len(self.cids))
+        self._base_rows = len(self.cids)
         self._packed: list | bytes = b""  # pack_ids(self.cids[:self._packed_n]): ids are only appended
         self._packed_n = 0
         fns = program.bind(self.I, self.F, self.O, self.heap)
@@ -133,6 +195,7 @@ class Shard:
         self._all_mask = (1 << len(program.segments)) - 1
         if rebuild is not None:
             self._switch(*rebuild, switch_at)
+            self._base_rows = 0  # other columns than any earlier state: only a whole state describes it
 
     def _switch(self, plan: Plan, old_index: dict[str, int], old_bits: array, at: int | None) -> None:
         """New definitions on carried-over facts: evaluate the new and changed segments at the
@@ -197,6 +260,34 @@ class Shard:
             [array("d", a) for a in self.F], [list(o) for o in self.O], _clone_seen(self.seen),
             list(self.heap), {r: list(p) for r, p in self.pending.items()}, self.stats.copy(), *self._definitions())
 
+    def mark_base(self) -> None:
+        """The state was just written whole: `delta` is against it from now on."""
+        self._dirty = bytearray(len(self.cids))
+        self._base_rows = len(self.cids)
+
+    def delta(self) -> ShardDelta:
+        """What changed since `mark_base` (for a caller that writes it before the shard changes again)."""
+        n = self._base_rows
+        rows = np.flatnonzero(np.frombuffer(self._dirty, dtype=np.uint8, count=n)).astype(np.int64, copy=False)
+        listed = rows.tolist() if self.O else []
+        ints = [np.frombuffer(a, dtype=np.int64)[rows] for a in self.I]
+        floats = [np.frombuffer(a, dtype=np.float64)[rows] for a in self.F]
+        objects = [[o[r] for r in listed] for o in self.O]
+        return ShardDelta(self.program.fingerprint, n, rows, ints, floats, objects, pack_ids(self.cids[n:]),
+                          [a[n:] for a in self.I], [a[n:] for a in self.F], [o[n:] for o in self.O],
+                          self.seen, self.pending, self.stats.copy())
+
+    def track_since(self, base_rows: int, rows: np.ndarray) -> None:
+        """Restored from a base and a delta: the next delta is still against that base."""
+        self._base_rows = base_rows
+        flags = np.frombuffer(self._dirty, dtype=np.uint8)
+        flags[rows] = 1
+        flags[base_rows:] = 1
+
+    def changed_rows(self) -> int:
+        """Rows a `delta` would carry: changed since the base, or added."""
+        return len(self.cids) - self._dirty.count(0, 0, self._base_rows)
+
     def _packed_ids(self) -> list | bytes:
         """`pack_ids(self.cids)`, packing only the ids added since the last call."""
         n = len(self.cids)
@@ -252,6 +343,7 @@ class Shard:
         row = len(self.cids)
         self.cids.append(cid)
         self.index[cid] = row
+        self._dirty.append(1)
         for col, d in zip(self.I, self._defaults):
             col.append(d)
         for col in self.F:
@@ -274,6 +366,7 @@ class Shard:
         remember = fresh.append
         bits_col, clock_col, sched_col = self.I[BITS], self.I[CLOCK], self.I[SCHED]
         time_cause = self._time_cause
+        dirty = self._dirty
         applied = ignored = duplicates = late_count = 0
         for eid, cid, etype, ts, props in events:
             fn = updaters.get(etype)
@@ -292,6 +385,7 @@ class Shard:
                 pending[row] = [eid, etype, False, self._all_mask]
                 continue
             clock = clock_col[row]
+            dirty[row] = 1
             if ts > clock:
                 # Newer than anything this contact has seen, so not a redelivery: only
                 # remembered, no lookup.
@@ -348,6 +442,7 @@ class Shard:
         """
         out: list[Change] = []
         bits_col, clock_col, settle, emit = self.I[BITS], self.I[CLOCK], self._settle, self._emit
+        dirty = self._dirty
         if self.pending:
             final = watermark if settled is None or settled < watermark else settled + 1
             due, self.pending = self.pending, {}
@@ -357,6 +452,7 @@ class Shard:
                 if t >= final:
                     keep[row] = p
                     continue
+                dirty[row] = 1
                 old = bits_col[row]
                 new = settle(row, t, p[3])
                 if old != new:
@@ -368,6 +464,7 @@ class Shard:
             entry = pop(heap)
             row, t = entry & _ROW, entry >> 32
             if sched_col[row] == t:
+                dirty[row] = 1
                 clock_col[row] = t
                 old = bits_col[row]
                 new = settle(row, t, mask)
@@ -387,6 +484,7 @@ class Shard:
         if row is None:
             return out
         clock_col, sched_col = self.I[CLOCK], self.I[SCHED]
+        self._dirty[row] = 1
         p = self.pending.get(row)
         if p is not None and clock_col[row] < x:
             del self.pending[row]
@@ -403,6 +501,7 @@ class Shard:
         out: list[Change] = []
         clock_col = self.I[CLOCK]
         for row, p in self.pending.items():
+            self._dirty[row] = 1
             self._evaluate(row, clock_col[row], p, out)
         self.pending.clear()
         return out
