@@ -22,11 +22,11 @@ from typing import Callable, Iterable
 
 from .conditions import All, AnyOf, Condition, EventCount, Not, Segment
 from .events import Event
-from .program import CLOCK, NO_TIMER, SCHED, Program, condition_facts, ring_key
+from .program import CLOCK, NO_TIMER, SCHED, Keep, Program, compile_program, condition_facts, ring_key
 from .shard import Shard, ShardState, pack_ids, unpack_ids
 from .timeutil import NEVER
 
-__all__ = ["FactFiller", "FillReport", "fill_facts", "missing_facts", "lookback_ms", "UNBOUNDED"]
+__all__ = ["FactFiller", "FillReport", "fill_facts", "missing_facts", "lookback_ms", "scratch_program", "UNBOUNDED"]
 
 #: The lookback of a fact only the whole history gives (a lifetime sum, the latest consent).
 UNBOUNDED = -1
@@ -49,6 +49,17 @@ def missing_facts(state_facts: dict, program: Program) -> dict[str, tuple[str, t
         if have is None or len(have[1]) < len(cols):
             out[key] = (kind, cols)
     return out
+
+
+def scratch_program(program: Program, missing: dict) -> Program:
+    """A program that builds just the `missing` facts, as deep as `program` keeps them: its
+    segments that read them (nothing else is evaluated for history) and the campaign-only ones."""
+    wanted = set(missing)
+    segments = [s for s in program.segments if wanted & set(condition_facts(s.when))]
+    keep = Keep(consent_channels=tuple(k.split(":", 1)[1] for k in wanted if k.startswith("consent:")),
+                profile_fields=tuple(k.split(":", 1)[1] for k in wanted if k.startswith("profile:")),
+                items_of=tuple(k.split(":", 1)[1] for k in wanted if k.startswith("items:")))
+    return compile_program(segments, keep)
 
 
 def lookback_ms(segments: Iterable[Segment], keys: Iterable[str]) -> int:
@@ -82,7 +93,9 @@ class FactFiller:
     read; `adopt(contact_id)`: a contact the state does not hold belongs to this shard."""
 
     def __init__(self, state: ShardState, program: Program, cutoff: int,
-                 adopt: Callable[[str], bool] = lambda cid: False, dedup_horizon: int = 16_384) -> None:
+                 adopt: Callable[[str], bool] = lambda cid: False, dedup_horizon: int = 16_384,
+                 scratch: Program | None = None) -> None:
+        """`scratch`: `scratch_program(program, missing)`, made once for many shards."""
         if state.facts is None:
             raise ValueError("the state was made by a version that did not record its facts: it cannot be backfilled")
         self.state, self.program, self.cutoff, self.adopt = state, program, cutoff, adopt
@@ -90,7 +103,11 @@ class FactFiller:
         self.report = FillReport(sorted(self.missing))
         self.cids = unpack_ids(state.cids)
         self.index = {cid: row for row, cid in enumerate(self.cids)}
-        self.scratch = Shard(program, dedup_horizon)  # the live flow's horizon per shard
+        if scratch is None:
+            scratch = scratch_program(program, self.missing)
+        if any(len(scratch.facts.get(k, ("", ()))[1]) != len(cols) for k, (_, cols) in self.missing.items()):
+            scratch = program  # a fact laid out otherwise alone: build it with every segment
+        self.scratch = Shard(scratch, dedup_horizon)  # the live flow's horizon per shard
 
     def holds(self, contact_id: str) -> bool:
         return contact_id in self.index
@@ -115,7 +132,7 @@ class FactFiller:
         report.applied = scratch.stats.applied
         if not self.missing:
             return state, report
-        cids, index, program = self.cids, self.index, self.program
+        cids, index, layout = self.cids, self.index, scratch.program
         ints, floats, objects = list(state.ints), list(state.floats), list(state.objects)
         rows = len(cids)
         added = [cid for cid in scratch.cids if cid not in index]
@@ -134,13 +151,18 @@ class FactFiller:
         facts = dict(state.facts)
         columns = {"I": ints, "F": floats, "O": objects}
         source = {"I": scratch.I, "F": scratch.F, "O": scratch.O}
-        for key, (kind, cols) in self.missing.items():
+        # consent codes carry a reason number: the state's numbering, not the scratch program's
+        names = {code: name for name, code in layout.reasons.items()}
+        recode = {code: (state.reasons or {}).get(name, 0) for code, name in names.items()}
+        for key, (kind, _) in self.missing.items():
             placed = []
-            for col in cols:
+            for col in layout.facts[key][1]:
                 src = source[kind][col]
                 if kind == "I":
-                    d = program.int_defaults[col]
+                    d = layout.int_defaults[col]
                     values: array | list = array("q", (d if r is None else src[r] for r in where))
+                    if key.startswith("consent:"):
+                        values = array("q", ((v & ~63) | recode.get(v & 63, 0) for v in values))
                 elif kind == "F":
                     values = array("d", (0.0 if r is None else src[r] for r in where))
                 else:

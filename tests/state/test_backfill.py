@@ -201,3 +201,35 @@ def test_the_old_definitions_may_still_start_on_a_backfilled_state():
     assert len({len(c) for c in back.I}) == 1
     with pytest.raises(DefinitionChangeRefused):
         Shard(new_program(), state=pickle.loads(pickle.dumps(back.snapshot())))
+
+
+def test_a_consent_fact_is_filled_with_the_states_reason_numbers():
+    """Consent codes carry reason numbers; the fill builds them with a program of its own."""
+    old_text = """
+segments:
+  - id: email-kept
+    when: {consent: {channel: email, reasons: [double_opt_in, checkout]}}
+"""
+    new_text = old_text + """
+  - id: sms-by-checkout
+    when: {consent: {channel: sms, reasons: [checkout]}}
+"""
+    old = compile_program(parse_segments(yaml.safe_load(old_text), "old.yaml"))
+    new = compile_program(parse_segments(yaml.safe_load(new_text), "new.yaml"))
+    rnd = random.Random(11)
+    events = [Event(f"e{k}", f"c{rnd.randrange(40)}", "consent_changed", T0 + k * 1000,
+                    {"channel": rnd.choice(["email", "sms"]), "status": rnd.choice(["subscribed", "unsubscribed"]),
+                     "reason": rnd.choice(["double_opt_in", "checkout"])}) for k in range(600)]
+    first = Shard(old)
+    drive(first, events)
+    at = events[-1].ts + 1
+    first.advance(at)
+    state, report = fill_facts(first.snapshot(), new, events, cutoff=at)
+    assert report.facts == ["consent:sms"]
+    switched = Shard(new, state=state, switch_at=at)
+    reference = Shard(new)
+    drive(reference, events)
+    reference.advance(at)
+    assert sum(reference.I[0][r] >> 1 & 1 for r in range(len(reference))) > 5
+    for cid in reference.index:
+        assert reference.I[0][reference.row_of(cid)] == switched.I[0][switched.row_of(cid)], cid
