@@ -95,7 +95,8 @@ class ShardDelta:
 
 
 def apply_delta(base: ShardState, delta: ShardDelta) -> ShardState:
-    """The state `delta` describes, from the whole state it was taken against."""
+    """The state `delta` describes, from the whole state it was taken against. The base's
+    columns are patched in place (a restart holds one copy of the state, not two)."""
     if base.fingerprint != delta.fingerprint:
         raise ValueError(f"a snapshot delta for definitions {delta.fingerprint} cannot apply to a base made with "
                          f"{base.fingerprint}")
@@ -108,7 +109,7 @@ def apply_delta(base: ShardState, delta: ShardDelta) -> ShardState:
     def patched(cols: list, values: list, added: list, code: str, dtype: type) -> list:
         out = []
         for col, at_rows, new in zip(cols, values, added):
-            a = array(code, col)
+            a = col if isinstance(col, array) and col.typecode == code else array(code, col)
             if len(rows):
                 np.frombuffer(a, dtype=dtype)[rows] = at_rows
             a.extend(new)
@@ -120,7 +121,7 @@ def apply_delta(base: ShardState, delta: ShardDelta) -> ShardState:
     objects = []
     listed = rows.tolist()
     for col, values, new in zip(base.objects, delta.objects, delta.new_objects):
-        o = list(col)
+        o = col if isinstance(col, list) else list(col)
         for r, v in zip(listed, values):
             o[r] = v
         o.extend(new)
