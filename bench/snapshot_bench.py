@@ -45,6 +45,7 @@ from common import REPO, machine_info  # noqa: E402
 from state.definitions import builtin_segments  # noqa: E402
 from state.events import Event  # noqa: E402
 from state.program import compile_program  # noqa: E402
+from state.blobs import pack, pack_state, unpack, unpack_state  # noqa: E402
 from state.shard import Shard, apply_delta  # noqa: E402
 from flows.logic import COMPACT_MIN_ROWS, COMPACT_SHARE  # noqa: E402
 
@@ -126,7 +127,7 @@ def measure_epochs(n: int, epochs: int, seed: int = 7) -> dict:
     gc.collect()
     shard, _ = fill(n, horizon=8 * 131_072)
     program = shard.program
-    base = pickle.dumps(shard.snapshot(copy=False), protocol=pickle.HIGHEST_PROTOCOL)
+    base = pack_state(shard.snapshot(copy=False))
     shard.mark_base()
     rnd = random.Random(seed)
     per_epoch = int(EVENTS_PER_S * EPOCH_S)
@@ -146,13 +147,13 @@ def measure_epochs(n: int, epochs: int, seed: int = 7) -> dict:
             shard.advance(batch[min(i + 5000, per_epoch) - 1].ts)
         apply_cpu += time.process_time() - t
         t = time.process_time()  # ShardLogic.snapshot: the changes since the base, pickled
-        delta = pickle.dumps(shard.delta(), protocol=pickle.HIGHEST_PROTOCOL)
+        delta = pack(shard.delta())
         compact = shard.changed_rows() > max(COMPACT_MIN_ROWS, COMPACT_SHARE * len(shard))
         delta_cpu += time.process_time() - t
         delta_bytes.append(len(delta))
         if compact:  # ShardLogic._base, at the next batch
             t = time.process_time()
-            base = pickle.dumps(shard.snapshot(copy=False), protocol=pickle.HIGHEST_PROTOCOL)
+            base = pack_state(shard.snapshot(copy=False))
             shard.mark_base()
             base_cpu += time.process_time() - t
             bases += 1
@@ -162,7 +163,7 @@ def measure_epochs(n: int, epochs: int, seed: int = 7) -> dict:
             full.append((time.process_time() - t, len(blob)))
             del blob
     t = time.process_time()
-    state = apply_delta(pickle.loads(base), pickle.loads(delta))
+    state = apply_delta(unpack_state(base), unpack(delta))
     again = Shard(program, 8 * 131_072, state)
     restart = time.process_time() - t
     assert len(again) == len(shard)

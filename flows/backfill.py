@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import orjson
 
 from connectors.partitioners import PARTITIONERS, detect_partitioner
+from state.blobs import pack, unpack, unpack_state
 from state.backfill import UNBOUNDED, FactFiller, lookback_ms, missing_facts, scratch_program
 from state.errors import ConfigError
 from state.events import Invalid, parse_event
@@ -123,8 +124,8 @@ def _connect(part: Path) -> sqlite3.Connection:
 
 
 def _load(blob: bytes) -> Any:
-    value = pickle.loads(blob)
-    return pickle.loads(value) if isinstance(value, bytes) else value
+    value = pickle.loads(blob)  # Bytewax's pickle of what the step returned
+    return unpack(value) if isinstance(value, bytes) else value
 
 
 def _rows(recovery_dir: Path, step_id: str) -> list[tuple[Path, str, int, bytes]]:
@@ -163,7 +164,7 @@ def _read_snaps(recovery_dir: Path, flow_id: str) -> list[_Snap]:
             out.append(_Snap(part, key, epoch, list(payload), payload[2]))
         elif payload[1] in bases:
             delta: ShardDelta = payload[2]
-            out.append(_Snap(part, key, epoch, list(payload), apply_delta(pickle.loads(bases[payload[1]]), delta),
+            out.append(_Snap(part, key, epoch, list(payload), apply_delta(unpack_state(bases[payload[1]]), delta),
                              payload[1]))
     return out
 
@@ -198,7 +199,7 @@ def _write(recovery_dir: Path, snaps: list[_Snap], flow_id: str) -> None:
             with con:
                 con.executemany(
                     "UPDATE snaps SET ser_change = ? WHERE step_id = ? AND state_key = ? AND snap_epoch = ?",
-                    [(pickle.dumps(pickle.dumps(s.filled(s.state), protocol=pickle.HIGHEST_PROTOCOL)),
+                    [(pickle.dumps(pack(s.filled(s.state))),
                       f"{flow_id}.segments", s.key, s.epoch) for s in rows])
         finally:
             con.close()

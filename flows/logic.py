@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import time
 import uuid
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from state.align import Aligner
 from state.catalog.intake import CatalogIntake
 from state.events import Event
 from state.campaigns import CampaignEngine
+from state.blobs import pack, pack_state, unpack, unpack_state
 from state.errors import RuntimeFailure
 from state.shard import Shard, ShardDelta, apply_delta
 from state.timekeeping import PartitionClock, PartitionTime, ShardClock
@@ -147,7 +147,7 @@ class ShardLogic(StatefulBatchLogic):
         self._since = time.monotonic()
         state = campaign_state = clock_state = aligner_state = None
         if isinstance(resume, bytes):  # pickled by `snapshot` itself (its size is measured)
-            resume = pickle.loads(resume)
+            resume = unpack(resume)
         if resume is not None and resume[0] == SNAPSHOT_V3:
             _, base_id, part, clock_state, campaign_state, aligner_state, waiting = resume
             self._waiting = list(waiting)
@@ -202,7 +202,7 @@ class ShardLogic(StatefulBatchLogic):
             return False
         self._awaiting = None
         self.base_id = base_id
-        self._build(apply_delta(pickle.loads(blob), delta), clock_state, campaign_state, aligner_state, delta)
+        self._build(apply_delta(unpack_state(blob), delta), clock_state, campaign_state, aligner_state, delta)
         return True
 
     def _base(self) -> list:
@@ -210,7 +210,7 @@ class ShardLogic(StatefulBatchLogic):
         if not self.cfg.snapshots or (self.base_id is not None and not self._compact):
             return []
         start = time.perf_counter()
-        blob = pickle.dumps(self.shard.snapshot(copy=False), protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pack_state(self.shard.snapshot(copy=False))
         self.shard.mark_base()
         self.base_id, self._compact = uuid.uuid4().hex, False
         if self.observer is not None:
@@ -371,8 +371,7 @@ class ShardLogic(StatefulBatchLogic):
             return None
         if self._awaiting is not None:  # not built yet: what it was resumed with, and the input since
             base_id, delta, clock_state, campaign_state, aligner_state = self._awaiting
-            return pickle.dumps((SNAPSHOT_V3, base_id, delta, clock_state, campaign_state, aligner_state,
-                                 self._waiting), protocol=pickle.HIGHEST_PROTOCOL)
+            return pack((SNAPSHOT_V3, base_id, delta, clock_state, campaign_state, aligner_state, self._waiting))
         start = time.perf_counter()
         shard = self.shard
         if self.base_id is None:
@@ -381,10 +380,9 @@ class ShardLogic(StatefulBatchLogic):
             part = shard.delta()
             if shard.changed_rows() > max(COMPACT_MIN_ROWS, COMPACT_SHARE * len(shard)):
                 self._compact = True  # written by the next batch (only a batch can send it on)
-        blob = pickle.dumps((SNAPSHOT_V3, self.base_id, part, self.clock.snapshot(),
-                             None if self.engine is None else self.engine.snapshot(),
-                             None if self.aligner is None else self.aligner.snapshot(), self._waiting),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pack((SNAPSHOT_V3, self.base_id, part, self.clock.snapshot(),
+                     None if self.engine is None else self.engine.snapshot(),
+                     None if self.aligner is None else self.aligner.snapshot(), self._waiting))
         if self.observer is not None:
             self.observer.m.on_snapshot(time.perf_counter() - start, len(blob))
         return blob

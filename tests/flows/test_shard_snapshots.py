@@ -5,7 +5,6 @@ before its first batch, and across new bases (compactions)."""
 
 from __future__ import annotations
 
-import pickle
 import random
 
 import orjson
@@ -16,6 +15,7 @@ from flows.config import FlowConfig
 from flows.logic import RESTORED, BaseItem, BaseLogic, IntakeLogic, RawBatch, ShardLogic
 from state.definitions import builtin_segments
 from state.program import compile_program
+from state.blobs import unpack
 from state.shard import ShardDelta
 
 H = 3_600_000
@@ -101,7 +101,7 @@ def test_a_shard_resumed_at_any_epoch_goes_on_exactly(seed, monkeypatch):
         if rnd.random() < 0.3:
             run.end_epoch()
             snap_at, got_at = i, len(got)
-            part = pickle.loads(run.shard_snap)[2]
+            part = unpack(run.shard_snap)[2]
             deltas += isinstance(part, ShardDelta)
             if run.base_snap is not None:
                 bases.add(run.base_snap.base_id)

@@ -120,3 +120,22 @@ def test_a_delta_applies_only_to_its_own_base():
     with pytest.raises(ValueError, match="cannot apply to a base of"):
         apply_delta(other.snapshot(), shard.delta())
     assert apply_delta(base, shard.delta()).cids
+
+
+def test_blobs_carry_states_and_deltas_exactly_and_read_plain_pickles():
+    from state.blobs import pack, pack_state, unpack, unpack_state
+
+    rnd = random.Random(9)
+    shard = Shard(program())
+    drive(shard, events(rnd, 800, 50, T0), 40)
+    whole = shard.snapshot()
+    base = unpack_state(pack_state(shard.snapshot(copy=False)))
+    same_state(base, whole)
+    shard.mark_base()
+    drive(shard, events(rnd, 300, 80, T0 + 50 * H), 40)
+    payload = ("v", unpack(pack(shard.delta())), 7)
+    again = unpack(pack(payload))  # a delta inside another packed object, as a flow's snapshot
+    same_state(apply_delta(base, again[1]), shard.snapshot())
+    assert again[0] == "v" and again[2] == 7
+    assert unpack(pickle.dumps({"older": [1, 2]})) == {"older": [1, 2]}
+    assert unpack_state(pickle.dumps(whole)).fingerprint == whole.fingerprint
