@@ -8,6 +8,7 @@ generation is full, it becomes the previous one and the oldest is forgotten, so 
 
 from __future__ import annotations
 
+import pickle
 from array import array
 
 import xxhash
@@ -104,3 +105,24 @@ class SeenIds:
 
     def __setstate__(self, s: tuple) -> None:
         self.horizon, self._mask, self._cur, self._prev, self._count = s
+
+    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
+        """With protocol 5 the two tables go out of band (state/blobs.py): written every epoch."""
+        cur, prev = self._cur, self._prev
+        if protocol >= 5:
+            cur, prev = pickle.PickleBuffer(cur), pickle.PickleBuffer(prev)
+        return (_restore, (self.horizon, self._mask, cur, prev, self._count))
+
+
+def _restore(horizon: int, mask: int, cur: object, prev: object, count: int) -> SeenIds:
+    seen = SeenIds.__new__(SeenIds)
+    seen.__setstate__((horizon, mask, _table(cur), _table(prev), count))
+    return seen
+
+
+def _table(t: object) -> array:
+    if isinstance(t, array):
+        return t
+    a = array("Q")
+    a.frombytes(t)  # type: ignore[arg-type]
+    return a
