@@ -119,3 +119,17 @@ def test_rules_pass_promtool(tmp_path):
     path.write_text(yaml.safe_dump({"groups": load_rules()["spec"]["groups"]}))
     out = subprocess.run(["/usr/bin/promtool", "check", "rules", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_backfill_job_validates_and_runs_the_backfill_command(version):
+    """k8s/jobs: one-off manifests applied by hand (docs/operations.md), valid like the base."""
+    from .manifests import K8S
+
+    [job] = load_docs(K8S / "jobs" / "espresso-backfill-job.yaml")
+    kubernetes_validate.validate(job, version, strict=True)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["espresso"] and container["args"][0] == "backfill"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["ESPRESSO_RECOVERY_DIR"] == mounts["recovery"] and container["args"][2] == mounts["archive"]
