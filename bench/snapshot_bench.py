@@ -47,7 +47,7 @@ from state.events import Event  # noqa: E402
 from state.program import compile_program  # noqa: E402
 from state.blobs import pack, pack_state, unpack, unpack_state  # noqa: E402
 from state.shard import Shard, apply_delta  # noqa: E402
-from flows.logic import COMPACT_MIN_ROWS, COMPACT_SHARE  # noqa: E402
+from flows.config import COMPACT_MIN_ROWS, COMPACT_SHARE  # noqa: E402
 
 T0 = 1_795_000_000_000
 EVENTS_PER_S = 10_000

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
-from flows.config import DEFAULT_MAX_CLOCK_SKEW_MS
+from flows.config import COMPACT_MIN_ROWS, COMPACT_SHARE, DEFAULT_MAX_CLOCK_SKEW_MS
 from flows.run import DEFAULT_TOPICS, RunConfig
 from metrics.health import HEALTH
 from state.dedup import DEFAULT_HORIZON
@@ -31,6 +31,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def _shards(value: int) -> int:
     if not 1 <= value <= 4096:
         raise ValueError("must be within 1..4096")
+    return value
+
+
+def _share(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError("must be within (0, 1]")
     return value
 
 
@@ -69,6 +75,11 @@ class RunSettings(BaseModel):
                                      help="most messages read from a partition per poll")] = 5000
     stop_at_end: Annotated[bool, Opt("--stop-at-end", switch=True, hidden=True)] = False
     idle_emit: Annotated[Duration, Opt("--idle-emit", "ESPRESSO_IDLE_EMIT", hidden=True)] = 1000
+    # Tuning of snapshots (docs/architecture.md, "Snapshots that cost what changed"); tests force many bases.
+    compact_share: Annotated[float, AfterValidator(_share), Opt("--compact-share", "ESPRESSO_COMPACT_SHARE",
+                                                                hidden=True)] = COMPACT_SHARE
+    compact_min_rows: Annotated[Count, Opt("--compact-min-rows", "ESPRESSO_COMPACT_MIN_ROWS",
+                                           hidden=True)] = COMPACT_MIN_ROWS
 
     segments: Annotated[TextFile | None, Opt("--segments", "ESPRESSO_SEGMENTS", group=T, metavar="FILE",
                                               help="segment definitions YAML (default: built-in espresso segments)",
@@ -200,7 +211,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         recovery_partitions=s.recovery_partitions or s.workers, create_topics=s.create_topics,
         partitions=s.partitions, workers=s.workers, process_id=pid, addresses=addresses,
         epoch_interval_ms=s.epoch_interval, batch_size=s.batch_size, stop_at_end=s.stop_at_end,
-        idle_emit_ms=s.idle_emit)
+        idle_emit_ms=s.idle_emit, compact_share=s.compact_share, compact_min_rows=s.compact_min_rows)
 
 
 def _on_stop_signal(signum: int, frame: Any) -> None:

@@ -19,6 +19,12 @@ REPLAY, LIVE = "replay", "live"
 DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
 
 
+#: Defaults of `FlowConfig.compact_share` and `compact_min_rows`: a snapshot then costs about
+#: what changed (BENCHMARKS.md, "Snapshots that cost what changed").
+COMPACT_SHARE = 0.25
+COMPACT_MIN_ROWS = 10_000
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """How the same flow runs for a finite replay or on a live stream.
@@ -58,6 +64,10 @@ class FlowConfig:
     #: unsettled (an update stamped earlier than that when read is late). Contact events wait
     #: for it: the price of deciding catalog triggers exactly.
     catalog_lateness_ms: int = 1_000
+    #: A shard writes a new base (its whole state) once the contacts changed since the last
+    #: one exceed this share of those held, and this many (flows/logic.py `ShardLogic._base`).
+    compact_share: float = COMPACT_SHARE
+    compact_min_rows: int = COMPACT_MIN_ROWS
 
     def __post_init__(self) -> None:
         if self.mode not in (REPLAY, LIVE):

@@ -378,7 +378,7 @@ class ShardLogic(StatefulBatchLogic):
             part: Any = shard.snapshot(copy=False)
         else:
             part = shard.delta()
-            if shard.changed_rows() > max(COMPACT_MIN_ROWS, COMPACT_SHARE * len(shard)):
+            if shard.changed_rows() > max(self.cfg.compact_min_rows, self.cfg.compact_share * len(shard)):
                 self._compact = True  # written by the next batch (only a batch can send it on)
         blob = pack((SNAPSHOT_V3, self.base_id, part, self.clock.snapshot(),
                      None if self.engine is None else self.engine.snapshot(),
@@ -425,10 +425,6 @@ class BaseLogic(StatefulBatchLogic):
 
 SNAPSHOT_V2 = "shard-v2"
 SNAPSHOT_V3 = "shard-v3"
-#: A new base once the contacts changed since the last one exceed this share of those held
-#: (and this many): a snapshot then costs about what changed (BENCHMARKS.md, "Snapshots").
-COMPACT_SHARE = 0.25
-COMPACT_MIN_ROWS = 10_000
 #: How long a resumed shard waits for its base before it stops the flow.
 BASE_WAIT_S = 120.0
 #: Contacts with waiting triggers decided per shard and call in the live flow: about 0.1-0.3 s

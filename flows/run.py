@@ -23,7 +23,7 @@ from state.dedup import DEFAULT_HORIZON
 from state.errors import ConfigError
 from state.timeutil import format_duration
 
-from .config import DEFAULT_MAX_CLOCK_SKEW_MS, LIVE, FlowConfig, load_program
+from .config import COMPACT_MIN_ROWS, COMPACT_SHARE, DEFAULT_MAX_CLOCK_SKEW_MS, LIVE, FlowConfig, load_program
 
 __all__ = ["RunConfig", "build_live_flow", "run", "DEFAULT_TOPICS"]
 
@@ -65,6 +65,8 @@ class RunConfig:
     stop_at_end: bool = False
     idle_emit_ms: int = 1000
     group_id: str = "espresso"
+    compact_share: float = COMPACT_SHARE
+    compact_min_rows: int = COMPACT_MIN_ROWS
 
     @property
     def single_process(self) -> bool:
@@ -79,7 +81,8 @@ class RunConfig:
                           max_clock_skew_ms=self.max_clock_skew_ms,
                           shards_per_partition=self.shards_per_partition, dedup_horizon=per_shard,
                           campaigns=campaigns, snapshots=self.recovery_dir is not None,
-                          catalog_lateness_ms=self.catalog_lateness_ms)
+                          catalog_lateness_ms=self.catalog_lateness_ms, compact_share=self.compact_share,
+                          compact_min_rows=self.compact_min_rows)
 
 
 # -- running -----------------------------------------------------------------------

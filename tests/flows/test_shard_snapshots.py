@@ -86,8 +86,8 @@ class Bytewax:
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_a_shard_resumed_at_any_epoch_goes_on_exactly(seed, monkeypatch):
-    monkeypatch.setattr(logic, "COMPACT_MIN_ROWS", 20)  # new bases often, on this small shard
-    cfg = FlowConfig(compile_program(builtin_segments()), until_ms=T0 + 2000 * H)
+    # new bases often, on this small shard
+    cfg = FlowConfig(compile_program(builtin_segments()), until_ms=T0 + 2000 * H, compact_min_rows=20)
     batches = _batches(seed)
     straight = Bytewax(cfg)
     want = [c for b in batches for c in straight.feed(b)]

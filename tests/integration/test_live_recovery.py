@@ -46,16 +46,19 @@ class RealTimeTraffic(threading.Thread):
         assert p.flush(30) == 0
 
 
-def test_sigkill_and_restart_lose_no_change_and_invent_none(kafka_bootstrap, kafka_topic_factory, tmp_path):
+@pytest.mark.parametrize("bases", [(), ("--compact-share", "0.05", "--compact-min-rows", "2")],
+                         ids=["default", "a new base every few epochs"])
+def test_sigkill_and_restart_lose_no_change_and_invent_none(kafka_bootstrap, kafka_topic_factory, tmp_path, bases):
     """SIGKILL mid-stream, restart on the same recovery directory while events keep coming,
     then a graceful stop and a third start: the changes on the topic, deduplicated by
-    change_id, are exactly replay's; a repeated change_id always carries the same change."""
+    change_id, are exactly replay's; a repeated change_id always carries the same change.
+    Shard snapshots carry what changed since a base; the second run writes new bases often."""
     topics = (kafka_topic_factory(PARTS, prefix="events"), kafka_topic_factory(PARTS, prefix="changes"),
               kafka_topic_factory(1, prefix="dlq"))
     seg = write_segments(tmp_path, SHORT_WINDOW_SEGMENTS)
     recovery = tmp_path / "recovery"  # empty: `espresso run` creates the partitions
     args = ("--segments", str(seg), "--allowed-lateness", "1s", "--recovery-dir", str(recovery),
-            "--epoch-interval", "500ms", "--shards-per-partition", "3")
+            "--epoch-interval", "500ms", "--shards-per-partition", "3", *bases)
     traffic = RealTimeTraffic(kafka_bootstrap, topics[0], seconds=12)
     first = Espresso(tmp_path, kafka_bootstrap, topics, *args, name="first")
     traffic.start()
