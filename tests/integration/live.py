@@ -292,6 +292,20 @@ def without_processing_time(records: Iterable[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "processed_at"} for r in records]
 
 
+def members_at(changes: list[dict], segment: str, until: int) -> set[str]:
+    """Who is in `segment` at `until`, by the changes (in event time, then `seq`)."""
+    state: dict[str, bool] = {}
+    for c in sorted(changes, key=lambda c: (parse_ts(c["at"]), c["seq"])):
+        if c["segment_id"] == segment and parse_ts(c["at"]) <= until:
+            state[c["contact_id"]] = c["direction"] == "enter"
+    return {cid for cid, inside in state.items() if inside}
+
+
+def change_key(c: dict) -> tuple:
+    """A change without what depends on earlier changes (`seq`, `change_id`)."""
+    return c["contact_id"], c["segment_id"], c["direction"], c["at"]
+
+
 def by_id(records: Iterable[dict]) -> dict[str, dict]:
     """change_id -> record; a repeated id must carry the identical record (deduplication)."""
     out: dict[str, dict] = {}

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from state.timeutil import format_ms, parse_ts
-from tests.integration.live import (D, H, ROOT, produce, read_all, replay_changes, run_to_end, shop_events, tick,
-                                    write_segments)
+from tests.integration.live import (D, H, ROOT, change_key, members_at, produce, read_all, replay_changes,
+                                    run_to_end, shop_events, tick, write_segments)
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +30,6 @@ segments:
     when: {event: {type: product_viewed, at_least: 2, within: 2d}}
 """
 NEW_IDS = ("spent-40", "browsing")
-
-
-def _members(changes: list[dict], segment: str, until: int) -> set[str]:
-    state: dict[str, bool] = {}
-    for c in sorted(changes, key=lambda c: (parse_ts(c["at"]), c["seq"])):
-        if c["segment_id"] == segment and parse_ts(c["at"]) <= until:
-            state[c["contact_id"]] = c["direction"] == "enter"
-    return {cid for cid, inside in state.items() if inside}
-
-
-def _key(c: dict) -> tuple:
-    return c["contact_id"], c["segment_id"], c["direction"], c["at"]
 
 
 def _backfill(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -71,10 +59,10 @@ def _run_switched_and_compare(kafka_bootstrap, tmp_path, topics, args, events_be
         live = [c for c in every if c["segment_id"] == seg]
         want = [c for c in want_all if c["segment_id"] == seg]
         for at in (switch, parse_ts(later[len(later) // 2]["ts"]), end):
-            assert _members(live, seg, at) == _members(want, seg, at), (seg, format_ms(at))
-        after = sorted(_key(c) for c in live if parse_ts(c["at"]) > switch)
-        assert after == sorted(_key(c) for c in want if parse_ts(c["at"]) > switch), seg
-        assert len(after) > 10 and len(_members(want, seg, switch)) > 5, seg
+            assert members_at(live, seg, at) == members_at(want, seg, at), (seg, format_ms(at))
+        after = sorted(change_key(c) for c in live if parse_ts(c["at"]) > switch)
+        assert after == sorted(change_key(c) for c in want if parse_ts(c["at"]) > switch), seg
+        assert len(after) > 10 and len(members_at(want, seg, switch)) > 5, seg
     return switched
 
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from state.timeutil import format_ms, parse_ts
-from tests.integration.live import (D, H, ROOT, by_id, produce, read_all, replay_changes, run_to_end, shop_events,
-                                    tick, write_segments)
+from tests.integration.live import (D, H, ROOT, by_id, change_key, members_at, produce, read_all, replay_changes,
+                                    run_to_end, shop_events, tick, write_segments)
 
 pytestmark = pytest.mark.integration
 
@@ -59,18 +59,6 @@ segments:
 """
 
 
-def _members(changes: list[dict], segment: str, until: int) -> set[str]:
-    state: dict[str, bool] = {}
-    for c in sorted(changes, key=lambda c: (parse_ts(c["at"]), c["seq"])):
-        if c["segment_id"] == segment and parse_ts(c["at"]) <= until:
-            state[c["contact_id"]] = c["direction"] == "enter"
-    return {cid for cid, inside in state.items() if inside}
-
-
-def _key(c: dict) -> tuple:
-    return c["contact_id"], c["segment_id"], c["direction"], c["at"]
-
-
 def test_new_and_edited_segments_switch_on_kept_state(kafka_bootstrap, kafka_topic_factory, tmp_path):
     events = shop_events(150, 2500, seed=3, t0=T0, span_ms=8 * D)
     cut = len(events) // 2
@@ -108,17 +96,17 @@ def test_new_and_edited_segments_switch_on_kept_state(kafka_bootstrap, kafka_top
     for seg in ("sms-espresso", "push-espresso"):
         live = list(by_id(c for c in every if c["segment_id"] == seg).values())
         want = [c for c in old if c["segment_id"] == seg]
-        assert sorted(map(_key, live)) == sorted(map(_key, want)), seg
-        assert len(set(map(_key, live))) == len(live) > 20, seg
+        assert sorted(map(change_key, live)) == sorted(map(change_key, want)), seg
+        assert len(set(map(change_key, live))) == len(live) > 20, seg
     # new and edited segments: from the switch on, the new definitions' memberships and changes
     for seg in ("email-espresso", "opened-24h"):
         live = [c for c in every if c["segment_id"] == seg and c["cause"] != {"kind": "definition_changed"}]
         live_all = [c for c in every if c["segment_id"] == seg]
         want = [c for c in new if c["segment_id"] == seg]
         for at in (switch, parse_ts(later[len(later) // 2]["ts"]), end):
-            assert _members(live_all, seg, at) == _members(want, seg, at), (seg, format_ms(at))
-        after = sorted(_key(c) for c in live if parse_ts(c["at"]) > switch)
-        assert after == sorted(_key(c) for c in want if parse_ts(c["at"]) > switch), seg
+            assert members_at(live_all, seg, at) == members_at(want, seg, at), (seg, format_ms(at))
+        after = sorted(change_key(c) for c in live if parse_ts(c["at"]) > switch)
+        assert after == sorted(change_key(c) for c in want if parse_ts(c["at"]) > switch), seg
         assert len(after) > 20, seg
 
 

@@ -16,6 +16,7 @@ from state.events import Event
 from state.migrate import DefinitionChangeRefused
 from state.program import compile_program
 from state.shard import Shard
+from tests.state import driving
 
 H = 3_600_000
 D = 24 * H
@@ -65,12 +66,16 @@ def split(events: list[Event], at: int) -> int:
 
 
 def drive(shard: Shard, events: list[Event], step: int = 150) -> list:
-    out = []
-    for i in range(0, len(events), step):
-        batch = events[i:i + step]
-        out += shard.apply(batch)
-        out += shard.advance(batch[-1].ts)
-    return out
+    return driving.drive(shard, events, step)
+
+
+def built(events: list[Event], cut: int) -> tuple[Shard, int]:
+    """A shard of the built-in segments that has read `events[:cut]`, and the instant after."""
+    first = Shard(compile_program(builtin_segments()))
+    drive(first, events[:cut])
+    at = events[cut - 1].ts + 1
+    first.advance(at)
+    return first, at
 
 
 def key(c):
@@ -88,10 +93,7 @@ def test_without_backfill_the_new_segments_are_refused():
 def test_filled_from_the_whole_history_the_new_segments_follow_the_new_definitions(seed):
     events = stream(seed)
     cut = split(events, len(events) // 2)
-    first = Shard(compile_program(builtin_segments()))
-    drive(first, events[:cut])
-    at = events[cut - 1].ts + 1
-    first.advance(at)
+    first, at = built(events, cut)
     program = new_program()
     state, report = fill_facts(pickle.loads(pickle.dumps(first.snapshot())), program, events[:cut], cutoff=at)
     assert report.applied == cut and report.added == 0 and report.after_cutoff == 0
@@ -148,10 +150,7 @@ def test_only_what_the_state_has_read_is_taken_from_the_history():
     would count them twice."""
     events = stream(5)
     cut = split(events, len(events) // 2)
-    first = Shard(compile_program(builtin_segments()))
-    drive(first, events[:cut])
-    at = events[cut - 1].ts + 1
-    first.advance(at)
+    first, at = built(events, cut)
     program = new_program()
     state, report = fill_facts(first.snapshot(), program, events, cutoff=at)  # the archive runs ahead
     assert report.after_cutoff == len(events) - cut

@@ -16,6 +16,7 @@ from state.events import Event
 from state.migrate import DefinitionChangeRefused
 from state.program import compile_program
 from state.shard import Shard
+from tests.state.driving import drive
 
 H = 3_600_000
 T0 = 1_795_000_000_000
@@ -71,15 +72,6 @@ def stream(seed: int, n: int = 3000) -> list[Event]:
             if etype == "consent_changed" else {}
         out.append(Event(f"e{k}", cid, etype, T0 + k * 97_000 + rnd.randrange(50_000), props))
     out.sort(key=lambda e: e.ts)
-    return out
-
-
-def drive(shard: Shard, events: list[Event], step: int = 200) -> list:
-    out = []
-    for i in range(0, len(events), step):
-        batch = events[i:i + step]
-        out += shard.apply(batch)
-        out += shard.advance(batch[-1].ts)
     return out
 
 
