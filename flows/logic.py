@@ -311,22 +311,17 @@ class ShardLogic(StatefulBatchLogic):
     def on_eof(self) -> tuple[list, bool]:
         if not self._ready():
             raise RuntimeFailure("the input ended before a shard's base snapshot was restored")
-        if self._waiting:
-            out, retain = self.on_batch([])
-            if not self.live:
-                more, retain = self.on_eof()
-                out += more
-            return out, retain
+        out = self.on_batch([])[0] if self._waiting else []  # input kept while the base was awaited
         if self.live:  # the last epoch: the `bases` step is woken too and must write its base again
             self._compact = True
-            return self._base(), StatefulBatchLogic.RETAIN
+            return out + self._base(), StatefulBatchLogic.RETAIN
         until = self.cfg.until_ms
         end = max(self.clock.frontier, until if until is not None else NEVER)
         if self.aligner is not None:  # every input has ended: nothing more can come before anything waiting
             for part in self.aligner.parts:
                 self.aligner.add_catalog(part, [], MAX_TS)
-            return self._release(end), StatefulBatchLogic.RETAIN
-        return self._process([], end + 1, end), StatefulBatchLogic.RETAIN  # `until` included
+            return out + self._release(end), StatefulBatchLogic.RETAIN
+        return out + self._process([], end + 1, end), StatefulBatchLogic.RETAIN  # `until` included
 
     def _report(self) -> None:
         if self.observer is not None:

@@ -139,3 +139,26 @@ def test_without_recovery_no_base_is_written():
     shard = ShardLogic(cfg, None)
     out = [x for b in _batches(6) for x in shard.on_batch([b])[0]]
     assert out and not any(isinstance(x, BaseItem) for x in out) and shard.snapshot() is None
+
+
+def test_at_the_end_of_live_input_a_shard_sends_its_base_even_with_input_kept_waiting():
+    """The `bases` step is woken at the end of input and has nothing to write unless the shard
+    sends a base then, also when the shard's first act is to process input it kept while its
+    base was awaited."""
+    from dataclasses import replace
+
+    from flows.config import LIVE
+
+    replay_cfg = FlowConfig(compile_program(builtin_segments()), until_ms=T0 + 2000 * H)
+    batches = _batches(7)
+    run = Bytewax(replay_cfg)
+    for b in batches[:10]:
+        run.feed(b)
+    run.end_epoch()
+    RESTORED.clear()
+    live = ShardLogic(replace(replay_cfg, mode=LIVE), run.shard_snap)
+    live.on_batch([batches[10]])  # no base yet: kept
+    assert live._waiting
+    BaseLogic(run.base_snap)
+    out, _ = live.on_eof()
+    assert [x for x in out if isinstance(x, BaseItem)] and not live._waiting
