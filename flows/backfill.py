@@ -40,7 +40,7 @@ from state.shard import ShardDelta, apply_delta, unpack_ids
 from state.timeutil import format_ms
 
 from .logic import SNAPSHOT_V2, SNAPSHOT_V3
-from .run import DEFINITIONS_FILE
+from .run import record_definitions
 
 __all__ = ["ArchiveHistory", "TopicHistory", "BackfillResult", "backfill", "read_input_offsets"]
 
@@ -273,48 +273,20 @@ class TopicHistory:
         return f"topic {self.topic!r} up to the snapshots' offsets"
 
     def events(self) -> Iterator[list[tuple[int | None, Any]]]:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+        from connectors.topic_reader import first_offsets, read_partitions
 
-        from state.errors import RuntimeFailure
-
-        consumer = Consumer(self.kafka.consumer("espresso-backfill", **{"enable.partition.eof": True}))
-        try:
-            wanted = {p: off for p, off in self.offsets.items() if off > 0}
-            for p in self.offsets:
-                low, _ = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=15)
-                self.from_beginning[p] = low <= 0
-            if not wanted:
-                return
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in wanted])
-            pending = set(wanted)
-            while pending:
-                batch = []
-                for m in consumer.consume(1000, 1.0):
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            pending.discard(m.partition())
-                        elif err.fatal():
-                            raise RuntimeFailure(f"reading topic {self.topic!r}: {err.str()}")
-                        continue
-                    p = m.partition()
-                    if p not in pending:
-                        continue
-                    if m.offset() >= wanted[p]:
-                        pending.discard(p)
-                        continue
-                    ev = parse_event(m.value() or b"")
-                    if type(ev) is Invalid:
-                        self.invalid += 1  # the run wrote it to the dead-letter topic when it read it
-                    else:
-                        self.first_ts.setdefault(p, ev.ts)
-                        batch.append((p, ev))
-                    if m.offset() >= wanted[p] - 1:
-                        pending.discard(p)
-                if batch:
-                    yield batch
-        finally:
-            consumer.close()
+        for p, low in first_offsets(self.kafka, self.topic, list(self.offsets)).items():
+            self.from_beginning[p] = low <= 0
+        for records in read_partitions(self.kafka, self.topic, "espresso-backfill", until=self.offsets):
+            batch = []
+            for p, _, value in records:
+                ev = parse_event(value or b"")
+                if type(ev) is Invalid:
+                    self.invalid += 1  # the run wrote it to the dead-letter topic when it read it
+                else:
+                    self.first_ts.setdefault(p, ev.ts)
+                    batch.append((p, ev))
+            yield batch
 
 
 # -- the backfill -----------------------------------------------------------------------
@@ -421,8 +393,5 @@ def _check_covered(history: Any, lookback: int, lateness_ms: int, cutoff: int, s
 
 def _write_definitions(recovery_dir: Path, state: Any) -> None:
     """The definitions record `espresso run` checks: the snapshots' definitions, with the facts now kept."""
-    path = recovery_dir / DEFINITIONS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps((state.fingerprint, tuple(state.segments), state.facts, dict(state.reasons or {}))))
-    tmp.replace(path)
+    record_definitions(recovery_dir, state.fingerprint, state.segments, state.facts, state.reasons or {})
 

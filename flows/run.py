@@ -214,9 +214,16 @@ def check_definitions(rc: RunConfig, cfg: FlowConfig) -> None:
                      "switch: %s, dropped: %s%s", len(plan.kept), ", ".join(plan.rebuilt) or "none",
                      ", ".join(plan.dropped) or "none",
                      f"; kept from now on only: {', '.join(plan.started)}" if plan.started else "")
+    record_definitions(rc.recovery_dir, program.fingerprint, program.segments, program.facts, program.reasons)
+
+
+def record_definitions(recovery_dir: Path, fingerprint: str, segments: Any, facts: dict, reasons: dict) -> None:
+    """Write the definitions record (`DEFINITIONS_FILE`) at once: a crash leaves the old one."""
+    import pickle
+
+    path = recovery_dir / DEFINITIONS_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps((program.fingerprint, tuple(program.segments), program.facts,
-                                  dict(program.reasons))))
+    tmp.write_bytes(pickle.dumps((fingerprint, tuple(segments), facts, dict(reasons))))
     tmp.replace(path)
 
 
