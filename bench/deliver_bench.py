@@ -47,7 +47,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from bench.broker_floor import summary  # noqa: E402
+from bench.broker_floor import produce, summary  # noqa: E402
 from bench.common import Pace, machine_info  # noqa: E402
 from bench.delivery_bench import _Http, _free_port, _message, _serve, _server_call, _start_redis, _wait_port  # noqa: E402
 from bench.kafka_bench import create_topics  # noqa: E402
@@ -147,15 +147,6 @@ def _producer(bootstrap: str) -> Producer:
                      "queue.buffering.max.messages": 1_000_000, "socket.nagle.disable": True})
 
 
-def _produce(p: Producer, topic: str, value: bytes, key: bytes, **kw) -> None:
-    while True:
-        try:
-            p.produce(topic, value, key, **kw)
-            return
-        except BufferError:
-            p.poll(0.01)
-
-
 def _wait_count(port: int, case: Case, n: int, idle_timeout: float = 60.0) -> dict:
     last, since = -1, time.monotonic()
     while True:
@@ -173,7 +164,7 @@ def run_case(label: str, case: Case, bootstrap: str, port: int, a: argparse.Name
     case.wait_split()
     _server_call(port, "/reset")
     for part in range(case.partitions):  # markers: every process has sent one
-        _produce(p, case.topic, orjson.dumps(_message(part, f"warm{uuid.uuid4().hex[:6]}")), b"m", partition=part)
+        produce(p, case.topic, orjson.dumps(_message(part, f"warm{uuid.uuid4().hex[:6]}")), b"m", partition=part)
     p.flush(30)
     _wait_count(port, case, case.partitions)
     time.sleep(0.5)
@@ -184,7 +175,7 @@ def run_case(label: str, case: Case, bootstrap: str, port: int, a: argparse.Name
     _server_call(port, "/reset")
     cpu0, t0 = case.cpu(), time.time_ns()
     for value, key in values:
-        _produce(p, case.topic, value, key)
+        produce(p, case.topic, value, key)
         p.poll(0)
     p.flush(60)
     c = _wait_count(port, case, a.messages)
@@ -202,7 +193,7 @@ def run_case(label: str, case: Case, bootstrap: str, port: int, a: argparse.Name
         _server_call(port, "/reset")
         cpu0, w0 = case.cpu(), time.perf_counter()
         for i in Pace(n, a.rate):
-            _produce(p, case.topic, orjson.dumps(_message(i, run, time.time_ns())), f"c-{i}".encode())
+            produce(p, case.topic, orjson.dumps(_message(i, run, time.time_ns())), f"c-{i}".encode())
             p.poll(0)
         p.flush(60)
         c = _wait_count(port, case, n)

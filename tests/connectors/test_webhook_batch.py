@@ -3,7 +3,6 @@ batch answer become per-message results and decisions, still exactly once with R
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 
@@ -15,6 +14,7 @@ from connectors.sender import SenderConfig
 from connectors.webhook import WebhookChannel, WebhookConfig
 from tests.connectors.http_server import Reply
 from tests.connectors.test_sender import Run, message
+from tests.connectors.test_webhook import send
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,7 @@ def batch_channel(server, batch: int = 10, **kw) -> WebhookChannel:
 
 
 def send_all(channel: WebhookChannel, messages: list[dict]):
-    async def run():
-        try:
-            return await asyncio.gather(*(channel.send(m) for m in messages))
-        finally:
-            await channel.close()
-    return asyncio.run(run())
+    return send(channel, *messages)
 
 
 def test_messages_sent_together_share_requests(webhook):
