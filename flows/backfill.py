@@ -232,6 +232,9 @@ class ArchiveHistory:
     def describe(self) -> str:
         return ", ".join(str(p) for p in self.paths)
 
+    def prepare(self) -> None:
+        """Nothing to learn before reading: an archive is taken as the whole history."""
+
     def events(self) -> Iterator[list[tuple[int | None, Any]]]:
         with open(self.dead_letters, "wb") as dead:
             for path in self.paths:
@@ -272,11 +275,16 @@ class TopicHistory:
     def describe(self) -> str:
         return f"topic {self.topic!r} up to the snapshots' offsets"
 
-    def events(self) -> Iterator[list[tuple[int | None, Any]]]:
-        from connectors.topic_reader import first_offsets, read_partitions
+    def prepare(self) -> None:
+        """Which partitions still hold their beginning (retention deletes it)."""
+        from connectors.topic_reader import first_offsets
 
         for p, low in first_offsets(self.kafka, self.topic, list(self.offsets)).items():
             self.from_beginning[p] = low <= 0
+
+    def events(self) -> Iterator[list[tuple[int | None, Any]]]:
+        from connectors.topic_reader import read_partitions
+
         for records in read_partitions(self.kafka, self.topic, "espresso-backfill", until=self.offsets):
             batch = []
             for p, _, value in records:
@@ -300,10 +308,10 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
                           "backfill (a first start builds every segment from the input topic)")
     first = snaps[0].state
     result = BackfillResult()
-    missing = missing_facts(first.facts or {}, program) if first.facts is not None else None
-    if missing is None:
+    if first.facts is None:
         raise ConfigError(f"--recovery-dir {recovery_dir}: the snapshots were made by a version that did not record "
                           "their facts; they cannot be backfilled (start from an empty recovery directory)")
+    missing = missing_facts(first.facts, program)
     plan = plan_change(list(first.segments), {**first.facts, **missing}, first.reasons or {}, program)
     if plan.refused:
         raise ConfigError("even with history these definitions cannot switch in: "
@@ -329,6 +337,9 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
     fillers: dict[str, list[FactFiller]] = defaultdict(list)
     for s, filler in zip(snaps, own):
         fillers[s.key].append(filler)
+    history.prepare()
+    if lookback == UNBOUNDED:  # known before reading: refused without reading it all
+        _check_whole(history, plan.rebuilt)
     log.info("backfill: %d shard snapshot(s), %d contacts held, %d input partitions x %d shards; facts to build: %s; "
              "history: %s; lookback %s", len(snaps), len(held), partitions, shards, ", ".join(result.facts),
              history.describe(), "the whole history" if lookback == UNBOUNDED else f"{lookback} ms")
@@ -348,7 +359,8 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
                 result.elsewhere += len(events)
             for filler in fillers.get(key, ()):
                 filler.feed(events)
-    _check_covered(history, lookback, lateness_ms, min(s.frontier for s in snaps), plan.rebuilt)
+    if lookback != UNBOUNDED:
+        _check_reach(history, lookback, lateness_ms, min(s.frontier for s in snaps), plan.rebuilt)
     newest = {}
     for s in snaps:  # counts from the newest snapshot of each shard (older ones are filled alike)
         if s.key not in newest or s.epoch > newest[s.key].epoch:
@@ -368,16 +380,18 @@ def backfill(recovery_dir: Path, program: Program, history: Any, input_partition
     return result
 
 
-def _check_covered(history: Any, lookback: int, lateness_ms: int, cutoff: int, segments: list[str]) -> None:
-    """Refuse, before anything is written, a history that does not reach back far enough."""
-    if lookback == UNBOUNDED:
-        short = [p for p, whole in history.from_beginning.items() if not whole]
-        if short:
-            raise ConfigError(
-                f"segments {', '.join(segments)} need the whole history (a lifetime aggregate, a consent, an "
-                f"`inactive`), and {history.describe()} no longer holds its beginning on partition(s) "
-                f"{', '.join(map(str, short))} (retention deleted it); give the archive with --history FILE")
-        return
+def _check_whole(history: Any, segments: list[str]) -> None:
+    """Refuse a history that lost its beginning for segments that need all of it."""
+    short = [p for p, whole in history.from_beginning.items() if not whole]
+    if short:
+        raise ConfigError(
+            f"segments {', '.join(segments)} need the whole history (a lifetime aggregate, a consent, an "
+            f"`inactive`), and {history.describe()} no longer holds its beginning on partition(s) "
+            f"{', '.join(map(str, short))} (retention deleted it); give the archive with --history FILE")
+
+
+def _check_reach(history: Any, lookback: int, lateness_ms: int, cutoff: int, segments: list[str]) -> None:
+    """Refuse, before anything is written, a history that does not reach back a window's lookback."""
     need = cutoff - lookback - lateness_ms
     for p, first in history.first_ts.items():
         if first <= need or (p is not None and history.from_beginning.get(p, False)):

@@ -109,9 +109,6 @@ class FactFiller:
             scratch = program  # a fact laid out otherwise alone: build it with every segment
         self.scratch = Shard(scratch, dedup_horizon)  # the live flow's horizon per shard
 
-    def holds(self, contact_id: str) -> bool:
-        return contact_id in self.index
-
     def feed(self, events: Iterable[Event]) -> None:
         """Events in the order they were produced (duplicates are dropped by id)."""
         if not self.missing:
